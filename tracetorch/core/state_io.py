@@ -1,0 +1,90 @@
+"""Reading and writing ``{name: tensor}`` files safely: ``.safetensors`` or ``.pt``.
+
+Writes go to a temporary file in the same folder and are moved into place with
+``os.replace``, so a crash never leaves a half-written file under the real name.
+Reads never unpickle arbitrary objects: ``.safetensors`` holds only tensors, and
+``.pt`` files are read with ``torch.load(weights_only=True)``. Every failure is a
+:class:`StateFileError` naming the file.
+
+Example:
+    >>> import torch, tempfile, os
+    >>> from tracetorch.core.state_io import write_state_file, read_state_file
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.safetensors")
+    >>> write_state_file(path, {"a.mem": torch.ones(2)})
+    >>> read_state_file(path)["a.mem"]
+    tensor([1., 1.])
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["StateFileError", "write_state_file", "read_state_file", "atomic_write"]
+
+SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+class StateFileError(ValueError):
+    """A state or checkpoint file that cannot be read or does not fit the model."""
+
+
+def _suffix(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise StateFileError(f"{path}: unknown file type {suffix!r}; use one of {', '.join(SUFFIXES)}")
+    return suffix
+
+
+def atomic_write(path: str | Path, write) -> None:  # type: ignore[no-untyped-def]
+    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_state_file(path: str | Path, states: dict[str, Tensor]) -> None:
+    """Write ``states`` to ``path`` (format by suffix) atomically."""
+    path = Path(path)
+    suffix = _suffix(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in states.items()}
+    if suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "tracetorch-states"}))
+    else:
+        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+
+
+def read_state_file(path: str | Path) -> dict[str, Tensor]:
+    """Read a ``{name: tensor}`` file; anything else is a :class:`StateFileError`."""
+    path = Path(path)
+    suffix = _suffix(path)
+    if not path.is_file():
+        raise StateFileError(f"{path}: no such file")
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data = load_file(str(path))
+        else:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every reader failure becomes one clear error
+        kind = "safetensors" if suffix == ".safetensors" else "PyTorch (weights_only)"
+        raise StateFileError(f"{path}: not a readable {kind} state file ({type(err).__name__}: {err})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()):
+        raise StateFileError(f"{path}: expected a mapping of names to tensors, got {type(data).__name__}")
+    return data

@@ -1,0 +1,236 @@
+"""``NeuronLayer``: one class that becomes any of the 32 layers from its name.
+
+The name is parsed into :class:`~tracetorch.snn.grammar.Flags`; the flags select the
+parameters (from the one table in :mod:`tracetorch.snn.grammar`), the states and the
+pure step function pieces of :mod:`tracetorch.snn.step`. :mod:`tracetorch.snn.zoo`
+declares the 32 public classes, one line each.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from torch import Tensor, nn
+
+from tracetorch.core.layer import Layer
+from tracetorch.functional import sigmoid4x
+from tracetorch.snn.grammar import Flags, ParamSpec, layer_names, param_specs, parse, state_names
+from tracetorch.snn.step import neuron_step
+
+__all__ = ["NeuronLayer", "describe"]
+
+_IDENTITY = nn.Identity()
+
+
+def _keyword_names(specs: tuple[ParamSpec, ...], fires: bool) -> list[str]:
+    names = ["dim"]
+    for spec in specs:
+        names += [spec.name, f"{spec.name}_rank", f"learn_{spec.name}"]
+    if fires:
+        names += ["spike_fn", "quant_fn"]
+    return names
+
+
+def _unknown_keyword(layer: str, flags: Flags, key: str) -> TypeError:
+    own = [s.name for s in param_specs(flags)]
+    base = key.removesuffix("_rank").removeprefix("learn_")
+    holders = [n for n in layer_names() if base in {s.name for s in param_specs(parse(n))}]
+    if f"pos_{base}" in own:
+        hint = f" The D prefix splits '{base}' into 'pos_{base}' and 'neg_{base}'."
+    elif key in ("spike_fn", "quant_fn"):
+        hint = f" {layer} does not fire; spike_fn/quant_fn belong to the LIB, LIT and LITS families."
+    elif holders:
+        best = min(holders, key=lambda n: _flag_distance(parse(n), flags))
+        hint = f" '{base}' belongs to {_what_adds(base, flags)}: {best} has it."
+    else:
+        hint = ""
+    return TypeError(
+        f"{layer} got an unexpected keyword argument {key!r}.{hint} "
+        f"{layer}'s parameters are: {', '.join(own)} (each also as <name>_rank and learn_<name>), "
+        f"plus num_neurons, dim{', spike_fn, quant_fn' if flags.fires else ''}."
+    )
+
+
+def _flag_distance(a: Flags, b: Flags) -> tuple[int, int]:
+    prefix = (a.dual != b.dual) + (a.synaptic != b.synaptic) + (a.recurrent != b.recurrent)
+    return (a.family != b.family, prefix)
+
+
+def _what_adds(base: str, flags: Flags) -> str:
+    core = base.removeprefix("pos_").removeprefix("neg_")
+    if base != core and core in ("alpha", "beta", "gamma", "rec_weight") and not flags.dual:
+        return "the dual (D) prefix"
+    return {
+        "alpha": "the synaptic trace (S prefix)",
+        "gamma": "the recurrent trace (R prefix)",
+        "rec_weight": "the recurrent trace (R prefix)",
+        "threshold": "the binary family (LIB)",
+        "pos_threshold": "the ternary families (LIT, LITS)",
+        "neg_threshold": "the ternary families (LIT, LITS)",
+        "bias": "the firing families (LIB, LIT, LITS)",
+        "pos_scale": "the scaled ternary family (LITS)",
+        "neg_scale": "the scaled ternary family (LITS)",
+    }.get(core, "another layer")
+
+
+class NeuronLayer(Layer):
+    """A spiking / leaky-integrator layer whose dynamics are given by ``flags``.
+
+    Subclasses set the class attribute ``FLAGS`` (see :mod:`tracetorch.snn.zoo`); the
+    constructor accepts ``num_neurons``, ``dim`` and, for every parameter ``p`` of the
+    layer, ``p``, ``p_rank`` and ``learn_p``; firing layers also ``spike_fn`` and
+    ``quant_fn``.
+    """
+
+    FLAGS: Flags
+
+    def __init__(self, num_neurons: int, **kwargs: Any) -> None:
+        flags = type(self).FLAGS
+        name = flags.name
+        specs = param_specs(flags)
+        allowed = set(_keyword_names(specs, flags.fires))
+        for key in kwargs:
+            if key not in allowed:
+                raise _unknown_keyword(name, flags, key)
+        super().__init__(num_neurons, kwargs.get("dim", -1))
+        self.flags = flags
+        self._config = dict(kwargs)
+        for spec in specs:
+            self.register_param(
+                spec.name,
+                kwargs.get(spec.name, spec.default),
+                rank=kwargs.get(f"{spec.name}_rank", 1),
+                learn=kwargs.get(f"learn_{spec.name}", True),
+                constraint=spec.constraint,
+            )
+        for state in state_names(flags):
+            self.register_state(state)
+        for key, default in (("spike_fn", sigmoid4x), ("quant_fn", _IDENTITY)):
+            fn = kwargs.get(key, default)
+            if not callable(fn):
+                raise ValueError(f"{name}: {key} must be callable, got {type(fn).__name__}")
+            object.__setattr__(self, key, fn)  # stateless: kept out of the module tree and repr
+
+    def forward(self, x: Tensor) -> Tensor:
+        """One timestep: update the hidden states from ``x`` and return the output."""
+        x = self.check_input(x)
+        state = {n: getattr(self, n) for n in self._tt_states}
+        out, new = neuron_step(self.flags, x, state, self.params_for(x), self.spike_fn, self.quant_fn)
+        for key, value in new.items():
+            object.__setattr__(self, key, value)
+        return out
+
+    def extra_repr(self) -> str:
+        parts = [str(self.num_neurons)]
+        if self.dim != -1:
+            parts.append(f"dim={self.dim}")
+        for key, value in self._config.items():
+            if key == "dim":
+                continue
+            if isinstance(value, Tensor):
+                parts.append(f"{key}=tensor{list(value.shape)}")
+            elif isinstance(value, nn.Module):
+                parts.append(f"{key}={value!r}".replace("\n", ""))
+            elif callable(value):
+                parts.append(f"{key}={getattr(value, '__name__', repr(value))}")
+            else:
+                parts.append(f"{key}={value!r}")
+        return ", ".join(parts)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor keywords this layer was built with (defaults omitted)."""
+        return dict(self._config)
+
+
+def describe(flags: Flags) -> str:
+    """The update equations of a layer, generated from its flags (used as docstring)."""
+    d = flags.dual
+    lines = [f"{flags.name}: " + _summary(flags), "", "Update per timestep (x: input)::", ""]
+    if flags.synaptic:
+        lines += (
+            ["    pos_syn = pos_alpha*pos_syn + (1-pos_alpha)*pos(x)",
+             "    neg_syn = neg_alpha*neg_syn + (1-neg_alpha)*neg(x)", "    u = pos_syn + neg_syn"]
+            if d else ["    syn = alpha*syn + (1-alpha)*x", "    u = syn"]
+        )
+    else:
+        lines.append("    u = x")
+    if flags.recurrent and d:
+        lines += [
+            "    pos_rec = pos_gamma*pos_rec + (1-pos_gamma)*pos(prev_output)",
+            "    neg_rec = neg_gamma*neg_rec + (1-neg_gamma)*neg(prev_output)",
+            "    rec = pos_rec + neg_rec",
+            "    pos_delta = pos_rec_weight*pos(rec) + pos(u)",
+            "    neg_delta = neg_rec_weight*neg(rec) + neg(u)",
+        ]
+    elif flags.recurrent:
+        lines += ["    rec = gamma*rec + (1-gamma)*prev_output", "    delta = rec_weight*rec + u"]
+    elif d:
+        lines += ["    pos_delta = pos(u); neg_delta = neg(u)"]
+    else:
+        lines += ["    delta = u"]
+    if d:
+        f = ("(1-pos_beta)*", "(1-neg_beta)*") if flags.ema else ("", "")
+        lines += [f"    pos_mem = pos_beta*pos_mem + {f[0]}pos_delta",
+                  f"    neg_mem = neg_beta*neg_mem + {f[1]}neg_delta", "    mem = pos_mem + neg_mem"]
+    else:
+        lines += [f"    mem = beta*mem + {'(1-beta)*' if flags.ema else ''}delta"]
+    reset = "pos_mem -= r/2; neg_mem -= r/2" if d else "mem -= r"
+    if flags.family == "LIB":
+        lines += ["    s = quant_fn(spike_fn(mem - threshold + bias))", f"    r = s*threshold; {reset}", "    out = s"]
+    elif flags.ternary:
+        lines += [
+            "    s_pos = quant_fn(spike_fn(mem - pos_threshold + bias))",
+            "    s_neg = -quant_fn(spike_fn(-neg_threshold - mem - bias))",
+            f"    r = s_pos*pos_threshold + s_neg*neg_threshold; {reset}",
+            "    out = pos_scale*s_pos + neg_scale*s_neg" if flags.family == "LITS" else "    out = s_pos + s_neg",
+        ]
+    else:
+        lines += ["    out = mem"]
+    if flags.recurrent:
+        lines.append("    prev_output = out")
+    specs = param_specs(flags)
+    lines += ["", "Parameters (keyword, default, constraint):", ""]
+    lines += [f"    {s.name} = {s.default:g}  ({s.doc}; {s.constraint})" for s in specs]
+    lines += ["", "Each parameter p also takes p_rank (0 or 1, default 1) and learn_p (default True).",
+              "", "Example::", "", f"    >>> layer = tracetorch.snn.{flags.name}(16)",
+              "    >>> out = layer(torch.rand(8, 16))  # one timestep, shape [8, 16]"]
+    return "\n".join(lines)
+
+
+def _summary(flags: Flags) -> str:
+    out = {"LI": "leaky integrator (returns the membrane)", "LIEMA": "leaky integrator with EMA membrane",
+           "LIB": "binary firing", "LIT": "ternary firing", "LITS": "ternary firing with output scales"}
+    extras = [w for w, on in (("dual", flags.dual), ("synaptic", flags.synaptic), ("recurrent", flags.recurrent)) if on]
+    return (", ".join(extras) + " " if extras else "") + out[flags.family] + "."
+
+
+def make_signature(flags: Flags) -> inspect.Signature:
+    """An introspectable signature listing every keyword a layer accepts."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("num_neurons", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=int),
+        inspect.Parameter("dim", kw, default=-1, annotation=int),
+    ]
+    for spec in param_specs(flags):
+        params += [
+            inspect.Parameter(spec.name, kw, default=spec.default, annotation="float | Tensor"),
+            inspect.Parameter(f"{spec.name}_rank", kw, default=1, annotation=int),
+            inspect.Parameter(f"learn_{spec.name}", kw, default=True, annotation=bool),
+        ]
+    if flags.fires:
+        params += [
+            inspect.Parameter("spike_fn", kw, default=sigmoid4x),
+            inspect.Parameter("quant_fn", kw, default=None),
+        ]
+    return inspect.Signature(params)
+
+
+def make_layer_class(name: str, module: str = "tracetorch.snn") -> type[NeuronLayer]:
+    """Create the public class for one layer name (used once per name by the zoo)."""
+    flags = parse(name)
+    cls = type(name, (NeuronLayer,), {"FLAGS": flags, "__doc__": describe(flags), "__module__": module})
+    cls.__signature__ = make_signature(flags)  # type: ignore[attr-defined]
+    return cls
+

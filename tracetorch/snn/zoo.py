@@ -1,0 +1,43 @@
+"""The 32 public layer classes, one line each, all from :func:`make_layer_class`."""
+
+from tracetorch.snn.layer import make_layer_class
+
+LI = make_layer_class("LI")
+DLI = make_layer_class("DLI")
+SLI = make_layer_class("SLI")
+DSLI = make_layer_class("DSLI")
+LIEMA = make_layer_class("LIEMA")
+DLIEMA = make_layer_class("DLIEMA")
+SLIEMA = make_layer_class("SLIEMA")
+DSLIEMA = make_layer_class("DSLIEMA")
+LIB = make_layer_class("LIB")
+DLIB = make_layer_class("DLIB")
+SLIB = make_layer_class("SLIB")
+RLIB = make_layer_class("RLIB")
+DSLIB = make_layer_class("DSLIB")
+DRLIB = make_layer_class("DRLIB")
+SRLIB = make_layer_class("SRLIB")
+DSRLIB = make_layer_class("DSRLIB")
+LIT = make_layer_class("LIT")
+DLIT = make_layer_class("DLIT")
+SLIT = make_layer_class("SLIT")
+RLIT = make_layer_class("RLIT")
+DSLIT = make_layer_class("DSLIT")
+DRLIT = make_layer_class("DRLIT")
+SRLIT = make_layer_class("SRLIT")
+DSRLIT = make_layer_class("DSRLIT")
+LITS = make_layer_class("LITS")
+DLITS = make_layer_class("DLITS")
+SLITS = make_layer_class("SLITS")
+RLITS = make_layer_class("RLITS")
+DSLITS = make_layer_class("DSLITS")
+DRLITS = make_layer_class("DRLITS")
+SRLITS = make_layer_class("SRLITS")
+DSRLITS = make_layer_class("DSRLITS")
+
+LAYERS: dict[str, type] = {cls.__name__: cls for cls in (
+    LI, DLI, SLI, DSLI, LIEMA, DLIEMA, SLIEMA, DSLIEMA,
+    LIB, DLIB, SLIB, RLIB, DSLIB, DRLIB, SRLIB, DSRLIB,
+    LIT, DLIT, SLIT, RLIT, DSLIT, DRLIT, SRLIT, DSRLIT,
+    LITS, DLITS, SLITS, RLITS, DSLITS, DRLITS, SRLITS, DSRLITS,
+)}
