@@ -24,10 +24,9 @@ Example (a custom leaky integrator ``mem = decay * mem + x``):
     ...         self.mem = self.param_view("decay", x) * self.zeros_if_none(self.mem, x) + x
     ...         return self.mem
     >>> layer = Leaky(3)
-    >>> layer(torch.ones(2, 3)); layer(torch.ones(2, 3))[0]
-    tensor([[1., 1., 1.],
-            [1., 1., 1.]])
-    tensor([1.5000, 1.5000, 1.5000])
+    >>> _ = layer(torch.ones(2, 3))
+    >>> layer(torch.ones(2, 3))[0]
+    tensor([1.5000, 1.5000, 1.5000], grad_fn=<SelectBackward0>)
 """
 
 from __future__ import annotations

@@ -194,8 +194,8 @@ def describe(flags: Flags) -> str:
     lines += ["", "Parameters (keyword, default, constraint):", ""]
     lines += [f"    {s.name} = {s.default:g}  ({s.doc}; {s.constraint})" for s in specs]
     lines += ["", "Each parameter p also takes p_rank (0 or 1, default 1) and learn_p (default True).",
-              "", "Example::", "", f"    >>> layer = tracetorch.snn.{flags.name}(16)",
-              "    >>> out = layer(torch.rand(8, 16))  # one timestep, shape [8, 16]"]
+              "", "Example:", "", "    >>> import torch, tracetorch as tt", f"    >>> layer = tt.snn.{flags.name}(16)",
+              "    >>> layer(torch.rand(8, 16)).shape  # one timestep", "    torch.Size([8, 16])"]
     return "\n".join(lines)
 
 

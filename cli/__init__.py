@@ -1,0 +1,1 @@
+"""Command-line entry points (installed as ``tracetorch.cli``); each stays thin and calls the library."""

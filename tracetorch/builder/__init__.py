@@ -1,0 +1,1 @@
+"""tracetorch.builder (see the module docstrings inside)."""

@@ -1,0 +1,1 @@
+"""tracetorch.data (see the module docstrings inside)."""

@@ -1,0 +1,1 @@
+"""tracetorch.kernels (see the module docstrings inside)."""

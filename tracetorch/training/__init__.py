@@ -1,0 +1,1 @@
+"""tracetorch.training (see the module docstrings inside)."""
