@@ -58,7 +58,9 @@ from tracetorch.training.config import TrainConfig
 from tracetorch.training.metrics import Meter, SpikeMonitor, write_jsonl
 from tracetorch.training.readout import get_readout
 
-__all__ = ["Trainer", "train", "build_model", "resolve_device", "seed_everything", "derive_seed", "Interrupted"]
+__all__ = [
+    "Trainer", "train", "evaluate_checkpoint", "build_model", "resolve_device", "seed_everything", "derive_seed", "Interrupted",
+]
 
 STREAM_ORDER, STREAM_TRAIN, STREAM_TEST, STREAM_PLOT = 0, 1, 2, 3
 
@@ -113,7 +115,7 @@ def build_model(model_config: dict[str, Any], splits: Splits) -> nn.Module:
         return call_with_checked_kwargs(import_callable(factory), kwargs, f"model factory {factory!r}")
     builder = getattr(tracetorch, "build_model", None)
     if builder is None:
-        raise RuntimeError("tracetorch.build_model is not available in this installation; pass a model or a model.factory")
+        raise ValueError("tracetorch.build_model is not available in this installation; pass a model or a model.factory")
     return builder(spec)
 
 
@@ -500,3 +502,29 @@ class Trainer:
 def train(config: Any, model: nn.Module | None = None, splits: Splits | None = None, progress: Any = None) -> dict[str, Any]:
     """Build a :class:`Trainer` from ``config`` and :meth:`Trainer.fit` it; returns the summary."""
     return Trainer(config, model=model, splits=splits).fit(progress)
+
+
+def evaluate_checkpoint(
+    path: str | Path, overrides: dict[str, Any] | None = None, model: nn.Module | None = None, split: str = "test"
+) -> dict[str, Any]:
+    """Load a checkpoint (its config, weights, hidden states) and evaluate it on ``split``.
+
+    ``overrides`` are nested config updates, e.g. ``{"data": {"root": "/data"}, "trainer": {"device": "cpu"}}``.
+    """
+    from omegaconf import OmegaConf
+
+    ckpt = load_checkpoint(path)
+    config = OmegaConf.merge(OmegaConf.create(ckpt.config), OmegaConf.create(overrides or {}))
+    config = OmegaConf.to_container(config, resolve=True)
+    config["trainer"].update(resume=None, run_dir=None)
+    trainer = Trainer(config, model=model)
+    try:
+        trainer.model.load_state_dict({k: v.to(trainer.device) for k, v in ckpt.weights.items()})
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: the weights do not fit the model its config builds: {err}") from None
+    load_model_states(trainer.model, ckpt.states)
+    if split not in ("test", "train"):
+        raise ValueError(f"split must be 'test' or 'train', got {split!r}")
+    result = trainer.evaluate(trainer.splits.test if split == "test" else trainer.splits.train)
+    return {"checkpoint": str(path), "split": split, "epoch": ckpt.manifest.get("epoch"),
+            "global_step": ckpt.manifest.get("global_step"), **result}
