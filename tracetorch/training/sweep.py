@@ -19,12 +19,15 @@ from tracetorch.training.metrics import read_jsonl
 
 __all__ = ["collect_runs", "write_summary", "SweepSummary"]
 
-COLUMNS = ("job", "overrides", "status", "epochs", "best_test_accuracy", "best_epoch", "final_test_accuracy",
+COLUMNS = ("job", "params", "overrides", "status", "epochs", "best_test_accuracy", "best_epoch", "final_test_accuracy",
            "final_train_loss", "samples_per_s", "run_dir")
 
 
 def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per job folder (a folder holding ``.hydra/overrides.yaml``), sorted by job number."""
+    """One row per job folder (a folder holding ``.hydra/overrides.yaml``), sorted by job number.
+
+    ``params`` lists the overrides that differ between the runs, ``overrides`` all of them.
+    """
     rows = []
     jobs = [p for p in Path(sweep_dir).iterdir() if (p / ".hydra" / "overrides.yaml").is_file()]
     for job in sorted(jobs, key=lambda p: (not p.name.isdigit(), int(p.name) if p.name.isdigit() else 0, p.name)):
@@ -44,8 +47,12 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
             )
         else:
             row["status"] = "no metrics (failed or interrupted)"
-        rows.append({key: row.get(key) for key in COLUMNS})
-    return rows
+        row["_list"] = overrides
+        rows.append(row)
+    shared = set.intersection(*(set(r["_list"]) for r in rows)) if len(rows) > 1 else set()
+    for row in rows:
+        row["params"] = " ".join(o for o in row.pop("_list") if o not in shared)
+    return [{key: row.get(key) for key in COLUMNS} for row in rows]
 
 
 def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
@@ -72,11 +79,11 @@ def print_summary(rows: list[dict[str, Any]], path: Path | None = None) -> None:
     from tracetorch.training.progress import format_value
 
     table = Table(title=f"Sweep summary ({len(rows)} runs)")
-    for column in ("job", "overrides", "best_test_accuracy", "best_epoch", "final_test_accuracy", "samples_per_s", "status"):
-        table.add_column(column, justify="right" if column not in ("overrides", "status") else "left")
+    columns = ("job", "params", "best_test_accuracy", "best_epoch", "final_test_accuracy", "samples_per_s", "status")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("params", "status") else "right")
     for row in rows:
-        table.add_row(*(format_value(row[c]) for c in (
-            "job", "overrides", "best_test_accuracy", "best_epoch", "final_test_accuracy", "samples_per_s", "status")))
+        table.add_row(*(format_value(row[c]) for c in columns))
     console = Console()
     console.print(table)
     if path is not None:
