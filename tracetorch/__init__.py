@@ -13,4 +13,6 @@ from tracetorch.core import Layer, Model, Sequential, StateFileError
 
 __version__ = "0.20.0"
 
-__all__ = ["builder", "build_model", "load_spec", "functional", "snn", "Layer", "Model", "Sequential", "StateFileError", "__version__"]
+__all__ = [
+    "builder", "build_model", "load_spec", "functional", "snn", "Layer", "Model", "Sequential", "StateFileError", "__version__",
+]

@@ -89,7 +89,7 @@ def load_spec(source: Source) -> ModelSpec:
         return source
     data, lines, label = _document(source)
     spec, problems = _validate(data)
-    problems += _registered_problems(spec) if spec is not None else []
+    problems += _registered_problems(data)
     if problems:
         raise SpecError(issues_at(lines, problems), label)
     assert spec is not None
@@ -103,23 +103,29 @@ def build_model(source: Source) -> Sequential:
     spec is reported at once as a :class:`SpecError`.
     """
     if isinstance(source, ModelSpec):
-        spec, lines, label, problems = source, {}, None, []
+        spec, lines, label = source, {}, None
+        problems = _registered_problems(source.to_dict())
     else:
         data, lines, label = _document(source)
         spec, problems = _validate(data)
-        if spec is None:
+        problems += _registered_problems(data)
+        if spec is None or problems:
             problems += _prefix_problems(data, problems)
-    if spec is not None:
-        problems += _registered_problems(spec)
-        if not problems:
-            modules, problems = _build_layers(spec.entries(), spec.input_shape)
+    if spec is not None and not problems:
+        modules, problems = _build_layers(spec.entries(), spec.input_shape)
     if problems:
-        raise SpecError(issues_at(lines, problems), label)
+        raise SpecError(issues_at(lines, sorted(problems, key=_order)), label)
     assert spec is not None
     model = Sequential(*modules)
     model.input_shape = None if spec.input_shape is None else tuple(spec.input_shape)
     model.spec_name = spec.name
     return model
+
+
+def _order(problem: tuple[Loc, str]) -> tuple[int, int]:
+    """Document order: top-level keys first, then layers by index."""
+    loc = problem[0]
+    return (1, loc[1]) if len(loc) > 1 and loc[0] == "layers" and isinstance(loc[1], int) else (0, 0)
 
 
 def _prefix_problems(data: Any, problems: Problems) -> Problems:
@@ -131,17 +137,25 @@ def _prefix_problems(data: Any, problems: Problems) -> Problems:
     first_bad = min(int(loc[1]) for loc, _ in problems)
     if first_bad == 0:
         return []
-    spec, more = _validate({**data, "layers": data["layers"][:first_bad]})
-    if spec is None or more:
+    prefix = {**data, "layers": data["layers"][:first_bad]}
+    spec, more = _validate(prefix)
+    if spec is None or more or _registered_problems(prefix):
         return []
     return _build_layers(spec.entries(), spec.input_shape)[1]
 
 
-def _registered_problems(spec: ModelSpec) -> Problems:
+def _registered_problems(data: Any) -> Problems:
     """User layers are checked against their signatures here (the static schema accepts any arguments)."""
+    layers = data.get("layers") if isinstance(data, dict) else None
     problems: Problems = []
-    for index, (name, args) in enumerate(spec.entries()):
-        if registry.lookup(name).kind != "user":
+    for index, layer in enumerate(layers if isinstance(layers, list) else []):
+        if not (isinstance(layer, dict) and len(layer) == 1 and isinstance(next(iter(layer)), str)):
+            continue
+        (name, args), = layer.items()
+        try:
+            if registry.lookup(name).kind != "user":
+                continue
+        except registry.UnknownNameError:
             continue
         try:
             schema.args_model(name).model_validate(args)

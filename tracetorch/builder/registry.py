@@ -173,11 +173,13 @@ def unknown_layer_message(name: str) -> str:
     lowered = {n.lower(): n for n in names}
     if name.lower() in lowered:
         return f"unknown layer '{name}': names are case-sensitive; did you mean '{lowered[name.lower()]}'?"
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.7)
     close = [lowered[c] for c in close]
     if close:
         return f"unknown layer '{name}'; did you mean {' or '.join(repr(c) for c in close)}?"
-    return f"unknown layer '{name}'; known layers: {', '.join(names)}"
+    others = [n for n in names if n not in _BUILTIN or _BUILTIN[n].kind != "snn"]
+    return (f"unknown layer '{name}'; layers are {', '.join(others)} and the 32 SNN names "
+            f"([D][S][R] + {' / '.join(FAMILIES)})")
 
 
 def register_function(kind: FnKind, name: str | None = None) -> Callable[[Callable], Callable]:

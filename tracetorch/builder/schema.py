@@ -54,7 +54,7 @@ REGISTERED_TAG = "__registered__"
 _SKIPPED = {"device", "dtype", "return_indices", "self"}
 _PARAM_KEYS = ("value", "rank", "learn")
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
-Number = Union[StrictInt, StrictFloat]
+Number = StrictInt | StrictFloat
 
 
 class LayerArgs(BaseModel):
@@ -276,13 +276,12 @@ def _layer_tag(value: Any) -> str | None:
     return REGISTERED_TAG
 
 
+_BUILTIN_NAMES = [*layer_names(), *(cls.__name__ for cls in registry.TORCH_LAYERS)]
 _REGISTERED_SCHEMA = {
     "type": "object", "minProperties": 1, "maxProperties": 1, "x-tracetorch-registered": True,
-    "propertyNames": {"not": {"enum": list(registry.registered_names())}},
+    "propertyNames": {"not": {"enum": _BUILTIN_NAMES}},
 }
 RegisteredLayer = Annotated[dict[str, Any], WithJsonSchema(_REGISTERED_SCHEMA)]
-
-_BUILTIN_NAMES = [*layer_names(), *(cls.__name__ for cls in registry.TORCH_LAYERS)]
 LayerSpec = Annotated[
     Union[  # noqa: UP007
         tuple(Annotated[_entry_model(n), Tag(n)] for n in _BUILTIN_NAMES) + (Annotated[RegisteredLayer, Tag(REGISTERED_TAG)],)

@@ -96,7 +96,7 @@ def _neurons(layer: str, accepted: Sequence[str], out: dict[str, Any], shape: Sh
         dim = out["dim"]
         if dim == 0 or not -len(shape) <= dim <= len(shape):
             why = "dim 0 is the batch dimension" if dim == 0 else f"input shape {show(shape)} (batch excluded) has no dim {dim}"
-            return [("dim", f"{layer}: {why}; neurons can sit at dims 1..{len(shape)} or -{len(shape)}..-1")]
+            return [("dim", f"{layer}: {why}; valid dims are 1..{len(shape)} and -{len(shape)}..-1")]
     elif "dim" in accepted:
         dim = -1 if len(shape) == 1 else -len(shape)
         if dim != -1:

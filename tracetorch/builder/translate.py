@@ -77,11 +77,17 @@ def _union_message(loc: Loc, value: Any) -> str:
 def _type_words(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
-        return " or ".join(_type_words(a) for a in typing.get_args(tp))
+        words = list(dict.fromkeys(_type_words(a) for a in typing.get_args(tp)))
+        if "a number" in words and "an integer" in words:
+            words.remove("an integer")
+        return " or ".join(words)
     if origin is typing.Annotated:
         return _type_words(typing.get_args(tp)[0])
     if origin is list:
-        return f"a list of ({_type_words(typing.get_args(tp)[0])})" if typing.get_args(tp) else "a list"
+        items = {int: "integers", float: "numbers", bool: "booleans", str: "strings"}
+        args = typing.get_args(tp)
+        inner = typing.get_args(args[0])[0] if args and typing.get_origin(args[0]) is typing.Annotated else (args or [None])[0]
+        return f"a list of {items.get(inner, 'values')}"
     if origin is typing.Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string", type(None): "null"}.get(tp, "a value")
@@ -137,7 +143,7 @@ def _message(item: dict[str, Any]) -> str:
         return f"{key} must be {words}, got {_show(value)}" if key != "" and not isinstance(key, int) else \
             f"must be {words}, got {_show(value)}"
     if kind == "greater_than":
-        return f"{key if not isinstance(key, int) else 'value'} must be > {ctx.get('gt')}, got {_show(value)}"
+        return f"{'sizes' if isinstance(key, int) else key} must be > {ctx.get('gt')}, got {_show(value)}"
     if kind == "literal_error":
         return f"{key} must be {ctx.get('expected')}, got {_show(value)}"
     return f"{item['msg']} (got {_show(value)})"

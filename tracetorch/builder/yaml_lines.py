@@ -33,7 +33,7 @@ def load_yaml(text: str) -> tuple[Any, dict[Loc, int], list[tuple[Loc, int, str]
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
-        reason = " ".join(p for p in (err.context, err.problem) if p)
+        reason = ": ".join(p for p in (err.context, err.problem) if p)
         return None, {}, [((), line or 0, f"YAML syntax error: {reason}")]
     except yaml.YAMLError as err:
         return None, {}, [((), 0, f"YAML error: {err}")]
