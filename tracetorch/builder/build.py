@@ -172,7 +172,7 @@ def _build_layers(entries: list[tuple[str, dict[str, Any]]], input_shape: list[i
         loc: Loc = ("layers", index, name)
         entry = registry.lookup(name)
         accepted = list(inspect.signature(entry.factory).parameters)
-        plain = {k: v for k, v in args.items() if k in schema.INFERABLE}
+        plain = {k: v for k, v in args.items() if k in schema.INFERABLE and v is not None}
         sizes, found = shapes.infer_arguments(name, accepted, plain, shape)
         if found:
             problems += [((*loc, arg), reason) for arg, reason in found]

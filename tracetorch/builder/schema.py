@@ -82,7 +82,9 @@ def _show(x: Any) -> str:
 def _check_param(spec: ParamSpec):  # type: ignore[no-untyped-def]
     constraint = CONSTRAINTS[spec.constraint]
 
-    def check(given: Any) -> dict[str, Any]:
+    def check(given: Any) -> dict[str, Any] | None:
+        if given is None:  # null: the default
+            return None
         form = given if isinstance(given, dict) else {"value": given}
         extra = [k for k in form if k not in _PARAM_KEYS]
         if extra:
@@ -144,7 +146,9 @@ def _param_field(spec: ParamSpec) -> tuple[Any, Any]:
 
 
 def _check_fn(kind: registry.FnKind):  # type: ignore[no-untyped-def]
-    def check(given: Any) -> dict[str, Any]:
+    def check(given: Any) -> dict[str, Any] | None:
+        if given is None:  # null: the default
+            return None
         if isinstance(given, str):
             name, args = given, {}
         elif isinstance(given, dict) and isinstance(given.get("name"), str):
@@ -249,12 +253,10 @@ def args_model(name: str) -> type[LayerArgs]:
 
 @cache
 def _entry_model(name: str) -> type[BaseModel]:
-    """``{name: args}`` as a model (the field is aliased so any name is safe)."""
-    model = create_model(
-        f"{name}Layer",
-        __config__=ConfigDict(extra="forbid"),
-        args=(args_model(name), Field(alias=name)),
-    )
+    """``{name: args}`` as a model (aliased when the name cannot be a field name)."""
+    plain = name.isidentifier() and not name.startswith("_") and not hasattr(BaseModel, name)
+    field = (args_model(name), ...) if plain else (args_model(name), Field(alias=name))
+    model = create_model(f"{name}Layer", __config__=ConfigDict(extra="forbid"), **{name if plain else "args": field})
     model._tt_name = name  # type: ignore[attr-defined]
     return model
 
@@ -308,7 +310,9 @@ class ModelSpec(BaseModel):
         out = []
         for layer in self.layers:
             if isinstance(layer, BaseModel):
-                out.append((type(layer)._tt_name, layer.args.model_dump(exclude_unset=True)))  # type: ignore[attr-defined]
+                name = type(layer)._tt_name  # type: ignore[attr-defined]
+                args = next(iter(layer.__dict__.values())).model_dump(exclude_unset=True)
+                out.append((name, {k: v for k, v in args.items() if v is not None or k not in _NULL_IS_DEFAULT[name]}))
             else:
                 (name, args), = layer.items()
                 out.append((name, dict(args or {})))
@@ -323,6 +327,18 @@ class ModelSpec(BaseModel):
             doc["input_shape"] = list(self.input_shape)
         doc["layers"] = [{name: {k: _shorthand(v) for k, v in args.items()}} for name, args in self.entries()]
         return doc
+
+
+class _NullIsDefault(dict):
+    """Per layer name: the arguments for which ``null`` means "use the default" (SNN ones, inferable sizes)."""
+
+    def __missing__(self, name: str) -> set[str]:
+        entry = registry.lookup(name)
+        self[name] = set(args_model(name).model_fields) if entry.kind == "snn" else set(INFERABLE)
+        return self[name]
+
+
+_NULL_IS_DEFAULT = _NullIsDefault()
 
 
 def _shorthand(value: Any) -> Any:
