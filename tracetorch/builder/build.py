@@ -183,8 +183,9 @@ def _build_layers(entries: list[tuple[str, dict[str, Any]]], input_shape: list[i
             return modules, problems
         try:
             module = entry.factory(**kwargs)
-        except (TypeError, ValueError, RuntimeError) as err:
-            problems.append((loc, f"{name}: {err}" if not str(err).startswith(name) else str(err)))
+        except Exception as err:  # the spec supplies every argument, so a failure is the spec's problem
+            text = str(err) or type(err).__name__
+            problems.append((loc, text if text.startswith(name) else f"{name}: {text}"))
             return modules, problems
         if shape is not None:
             try:

@@ -54,6 +54,8 @@ def _snn_hint(flags: Flags, key: str) -> str | None:
     if f"pos_{key}" in own:
         return f"{name} splits {key} into pos_{key} and neg_{key}"
     holders = [parse(n) for n in layer_names() if key in _params(parse(n))]
+    if holders and all(h.recurrent for h in holders) and flags.family in ("LI", "LIEMA"):
+        return f"{name} has no recurrent trace (R exists only on LIB, LIT, LITS)"
     if not holders:
         return None
     best = min(holders, key=lambda f: (f.family != flags.family, _prefix_distance(f, flags)))
@@ -61,8 +63,6 @@ def _snn_hint(flags: Flags, key: str) -> str | None:
         missing = [flag for flag, on in (("D", best.dual), ("S", best.synaptic), ("R", best.recurrent)) if on and not
                    getattr(flags, {"D": "dual", "S": "synaptic", "R": "recurrent"}[flag])]
         if missing:
-            if "R" in missing and flags.family in ("LI", "LIEMA"):
-                return f"{name} has no recurrent trace (R exists only on LIB, LIT, LITS)"
             return f"{name} has {_WHAT[missing[0]]}; {best.name} has {key}"
         return None
     if not flags.fires:

@@ -167,9 +167,8 @@ def unknown_layer_message(name: str) -> str:
             return (f"unknown layer '{name}': the R (recurrent) prefix exists only on LIB, LIT and LITS; "
                     f"{family} has no recurrent form" + (f" (did you mean '{best[0]}'?)" if best else ""))
         canonical = "D" * ("D" in prefix) + "S" * ("S" in prefix) + "R" * ("R" in prefix) + family
-        if canonical != name:
-            order = "prefixes go in the order D, S, R" if canonical.upper() != upper else "layer names are upper case"
-            return f"unknown layer '{name}': {order}; did you mean '{canonical}'?"
+        if canonical != upper:
+            return f"unknown layer '{name}': prefixes go in the order D, S, R; did you mean '{canonical}'?"
     lowered = {n.lower(): n for n in names}
     if name.lower() in lowered:
         return f"unknown layer '{name}': names are case-sensitive; did you mean '{lowered[name.lower()]}'?"
