@@ -291,15 +291,34 @@ def _attribute_args(module: nn.Module, factory: Any) -> dict[str, Any]:
             value = _plain(getattr(module, param.name))
         else:
             continue
-        if param.default is inspect.Parameter.empty or value != _plain(param.default):
+        if param.default is inspect.Parameter.empty or not _same(value, param.default):
             args[param.name] = value
     return args
+
+
+def _shortest(value: float, dtype: torch.dtype) -> float:
+    """The shortest decimal that rounds to the same ``dtype`` value (``0.6`` rather than ``0.6000000238``)."""
+    for digits in range(1, 18):
+        short = float(f"{value:.{digits}g}")
+        if torch.tensor(short, dtype=dtype).item() == value:
+            return short
+    return value
+
+
+def _same(value: Any, default: Any) -> bool:
+    """``value`` equals ``default``, counting ``[1, 1]`` as the default ``1`` (torch stores pairs)."""
+    if isinstance(value, list) and not isinstance(default, (list, tuple)):
+        return bool(value) and all(v == default for v in value)
+    return value == _plain(default)
 
 
 def _plain(value: Any) -> Any:
     """Tensors and tuples as YAML-friendly lists / numbers."""
     if isinstance(value, Tensor):
-        return value.item() if value.ndim == 0 else value.tolist()
+        values = value.detach().cpu().reshape(-1).tolist()
+        if value.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            values = [_shortest(v, value.dtype) for v in values]
+        return values[0] if value.ndim == 0 else values
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, dict):
