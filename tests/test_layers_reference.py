@@ -292,11 +292,11 @@ def test_layer_matches_reference(name, dim, quant):
     want = _reference_run(name, values, ref_quant, xs, dim, seed)
     for t, ((out, states), (ref_out, ref_states)) in enumerate(zip(got, want)):
         assert out.dtype == torch.float64 and out.shape == xs[t].shape
-        torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-10, msg=lambda m: f"{name} output, step {t}: {m}")
+        torch.testing.assert_close(out, ref_out, rtol=1e-9, atol=1e-10, msg=lambda m, t=t: f"{name} output, step {t}: {m}")
         assert set(states) == set(ref_states)
         for key, value in states.items():
             torch.testing.assert_close(
-                value, ref_states[key], rtol=1e-9, atol=1e-10, msg=lambda m, key=key: f"{name}.{key}, step {t}: {m}"
+                value, ref_states[key], rtol=1e-9, atol=1e-10, msg=lambda m, key=key, t=t: f"{name}.{key}, step {t}: {m}"
             )
     if quant != "identity" and split_name(name)[3] in FIRING:
         outs = torch.stack([o for o, _ in got])
