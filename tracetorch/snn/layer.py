@@ -80,6 +80,20 @@ def _what_adds(base: str, flags: Flags) -> str:
     return table.get(base, table.get(core, "another layer"))
 
 
+def _is_default(key: str, value: Any, specs: tuple[ParamSpec, ...]) -> bool:
+    """True when a constructor keyword was given its default value (kept out of config/repr)."""
+    if isinstance(value, Tensor):
+        return False
+    defaults: dict[str, Any] = {"dim": -1, "spike_fn": sigmoid4x}
+    for spec in specs:
+        defaults.update({spec.name: spec.default, f"{spec.name}_rank": 1, f"learn_{spec.name}": True})
+    if key == "quant_fn":
+        return type(value) is nn.Identity
+    if key not in defaults or isinstance(value, bool) != isinstance(defaults[key], bool):
+        return False
+    return value is defaults[key] if callable(value) else value == defaults[key]
+
+
 class NeuronLayer(Layer):
     """A spiking / leaky-integrator layer whose dynamics are given by ``flags``.
 
@@ -101,7 +115,7 @@ class NeuronLayer(Layer):
                 raise _unknown_keyword(name, flags, key)
         super().__init__(num_neurons, kwargs.get("dim", -1))
         self.flags = flags
-        self._config = dict(kwargs)
+        self._config = {k: v for k, v in kwargs.items() if not _is_default(k, v, specs)}
         for spec in specs:
             self.register_param(
                 spec.name,
