@@ -234,14 +234,14 @@ def test_parameters_and_states_follow_the_spec_table(name):
     assert all(value is None for _, value in layer.states())
 
 
-def _build(name: str, dim: int, quant: str, seed: int):
+def _build(name: str, dim: int, quant: str, seed: int, rank_offset: int):
     """A layer with random float64 parameters and the reference's view of the same values."""
     gen = torch.Generator().manual_seed(seed)
     shape = LAYOUTS[dim]
     n = shape[dim]
     values = {}
     for i, param in enumerate(expected_params(name)):
-        rank = (i + seed) % 2  # every parameter gets rank 0 in some layouts and rank 1 in others
+        rank = (i + rank_offset) % 2  # every parameter gets rank 0 in some layouts and rank 1 in others
         values[param] = random_value(param, (n,) if rank else (), gen)
     factory, ref_quant = QUANTS[quant]
     kwargs = dict(values)
@@ -283,8 +283,9 @@ CASES = [
 
 @pytest.mark.parametrize(("name", "dim", "quant"), CASES)
 def test_layer_matches_reference(name, dim, quant):
-    seed = NAMES.index(name) * 100 + list(LAYOUTS).index(dim) * 10 + list(QUANTS).index(quant)
-    layer, values, ref_quant, xs = _build(name, dim, quant, seed)
+    dim_index, quant_index = list(LAYOUTS).index(dim), list(QUANTS).index(quant)
+    seed = NAMES.index(name) * 100 + dim_index * 10 + quant_index
+    layer, values, ref_quant, xs = _build(name, dim, quant, seed, rank_offset=dim_index + quant_index)
     for param, value in values.items():
         assert getattr(layer, param).shape == value.shape
         torch.testing.assert_close(getattr(layer, param), value, rtol=1e-12, atol=1e-12)
@@ -314,3 +315,27 @@ def test_quantized_events_are_exact_integers(name):
         seen |= set(out.detach().flatten().tolist())
     assert seen <= ({0.0, 1.0} if name.endswith("LIB") else {-1.0, 0.0, 1.0})
     assert len(seen) >= 2
+
+
+def test_rank_option_and_tensor_values():
+    layer = tt.snn.LIB(4, beta=0.5, beta_rank=0, threshold=2.0)
+    assert layer.raw_beta.shape == () and layer.raw_threshold.shape == (4,)
+    assert layer.raw_beta.dtype == torch.get_default_dtype()
+    torch.testing.assert_close(layer.beta, torch.tensor(0.5))
+    torch.testing.assert_close(layer.raw_threshold, torch.log(torch.expm1(torch.full((4,), 2.0))))
+    # a tensor decides its own rank, whatever p_rank says, and keeps its float dtype
+    layer = tt.snn.LIB(4, beta=torch.tensor(0.5, dtype=torch.float64), beta_rank=1, bias=torch.arange(4.0) - 2)
+    assert layer.raw_beta.shape == () and layer.raw_beta.dtype == torch.float64
+    torch.testing.assert_close(layer.raw_bias, torch.sinh(torch.arange(4.0) - 2))
+    torch.testing.assert_close(layer.bias, torch.arange(4.0) - 2)
+    # integer tensors become the default float dtype
+    layer = tt.snn.LITS(3, pos_scale=torch.tensor([1, -2, 3]))
+    assert layer.raw_pos_scale.dtype == torch.get_default_dtype()
+    assert layer.pos_scale.tolist() == [1.0, -2.0, 3.0]
+    # the raw init is the spec's inverse of each constraint
+    layer = tt.snn.DSRLIT(2, pos_alpha=0.25, neg_gamma=0.75, neg_rec_weight=-0.5, pos_threshold=0.5, bias=-1.5)
+    torch.testing.assert_close(layer.raw_pos_alpha, torch.logit(torch.full((2,), 0.25)))
+    torch.testing.assert_close(layer.raw_neg_gamma, torch.logit(torch.full((2,), 0.75)))
+    torch.testing.assert_close(layer.raw_neg_rec_weight, torch.full((2,), -0.5))
+    torch.testing.assert_close(layer.raw_pos_threshold, torch.log(torch.expm1(torch.full((2,), 0.5))))
+    torch.testing.assert_close(layer.raw_bias, torch.sinh(torch.full((2,), -1.5)))
