@@ -116,3 +116,12 @@ def test_quantizers_are_usable_as_layer_quant_fn():
     layer = tt.snn.LIB(3, quant_fn=F.round_ste())
     out = layer(torch.tensor([[5.0, -5.0, 0.0]]))
     assert out.tolist() == [[1.0, 0.0, 0.0]]
+
+
+def test_softplus_inverse_does_not_overflow():
+    y = torch.tensor([50.0, 100.0, 1000.0])  # expm1(100) overflows float32
+    raw = F.softplus_inverse(y)
+    assert torch.isfinite(raw).all()
+    torch.testing.assert_close(torch.nn.functional.softplus(raw), y)
+    layer = tt.snn.LIT(2, pos_threshold=100.0)
+    torch.testing.assert_close(layer.pos_threshold, torch.full((2,), 100.0))

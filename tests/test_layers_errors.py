@@ -99,6 +99,7 @@ def test_unknown_keyword_variants():
         ("LIB", {"learn_beta": "yes"}, "LIB.beta: learn must be True or False, got 'yes'"),
         ("LIB", {"beta": "0.5"}, "LIB.beta: expected a number or a tensor, got str"),
         ("LIB", {"spike_fn": 3}, "LIB: spike_fn must be callable, got int"),
+        ("LIB", {"bias": 100.0}, "LIB.bias: value 100 is too large: its raw value (inverse of arcsinh) overflows torch.float32"),
         ("LIB", {"dim": 1.0}, "LIB: dim must be an int, got 1.0"),
     ],
 )

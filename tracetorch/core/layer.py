@@ -115,6 +115,9 @@ class Layer(nn.Module):
         if bad.any():
             raise ValueError(f"{where}: value must be {c.describe()}, got {tensor[bad].flatten()[0].item():g}")
         raw = c.invert(tensor)
+        if not torch.isfinite(raw).all():
+            worst = tensor[~torch.isfinite(raw)].flatten()[0].item()
+            raise ValueError(f"{where}: value {worst:g} is too large: its raw value (inverse of {c.name}) overflows {raw.dtype}")
         self._tt_params[name] = ParamInfo(c, rank, learn)
         self._set_raw(name, raw, learn)
 
