@@ -67,7 +67,8 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     env = env_with_support()
     env["PYTHONPATH"] = os.pathsep.join([str(target), env["PYTHONPATH"]])
     script = target / "bin" / "tt-train"
-    shown = subprocess.run([str(script), "--help", *searchpath_overrides(tmp_path)], cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    shown = subprocess.run([str(script), "--help", *searchpath_overrides(tmp_path)], cwd=elsewhere, env=env,
+                           capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "data: digits, fashion_mnist, mnist, poisson_clicks" in shown.stdout
     where = subprocess.run([sys.executable, "-c", "import tracetorch; print(tracetorch.__file__)"], cwd=elsewhere, env=env,
