@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from train_support import REPO, env_with_support, run_cli, searchpath_overrides
+from train_support import REPO, env_with_support, run_cli
 
 QUICK = ["trainer.epochs=1", "trainer.limit_train_batches=4", "data.batch_size=32", "encoder.num_steps=5",
          "trainer.progress=false"]
@@ -18,7 +18,7 @@ QUICK = ["trainer.epochs=1", "trainer.limit_train_batches=4", "data.batch_size=3
 
 def test_tt_train_digits_end_to_end_then_tt_eval(tmp_path):
     run_dir = tmp_path / "run"
-    done = run_cli(["tracetorch.cli.train", *QUICK, f"hydra.run.dir={run_dir}", *searchpath_overrides(tmp_path)], tmp_path)
+    done = run_cli(["tracetorch.cli.train", *QUICK, f"hydra.run.dir={run_dir}"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Training summary" in done.stdout and "best_test_accuracy" in done.stdout
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -32,8 +32,7 @@ def test_tt_train_digits_end_to_end_then_tt_eval(tmp_path):
 
 
 def test_tt_train_bad_override_is_one_clear_line(tmp_path):
-    done = run_cli(["tracetorch.cli.train", "trainer.epochs=0", f"hydra.run.dir={tmp_path / 'r'}",
-                    *searchpath_overrides(tmp_path)], tmp_path)
+    done = run_cli(["tracetorch.cli.train", "trainer.epochs=0", f"hydra.run.dir={tmp_path / 'r'}"], tmp_path)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("tt-train: error: invalid training config: trainer.epochs:")
     missing = run_cli(["tracetorch.cli.eval", str(tmp_path / "nope")], tmp_path)
@@ -43,7 +42,7 @@ def test_tt_train_bad_override_is_one_clear_line(tmp_path):
 def test_multirun_writes_summary_csv(tmp_path):
     sweep = tmp_path / "sweep"
     done = run_cli(["tracetorch.cli.train", "-m", "optim.lr=1e-3,1e-2", *QUICK, "trainer.limit_train_batches=2",
-                    "trainer.plots=false", f"hydra.sweep.dir={sweep}", *searchpath_overrides(tmp_path)], tmp_path)
+                    "trainer.plots=false", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["params"] for r in rows] == ["optim.lr=0.001", "optim.lr=0.01"]
@@ -67,7 +66,7 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     env = env_with_support()
     env["PYTHONPATH"] = os.pathsep.join([str(target), env["PYTHONPATH"]])
     script = target / "bin" / "tt-train"
-    shown = subprocess.run([str(script), "--help", *searchpath_overrides(tmp_path)], cwd=elsewhere, env=env,
+    shown = subprocess.run([str(script), "--help"], cwd=elsewhere, env=env,
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-3000:]
     assert "data: digits, fashion_mnist, mnist, poisson_clicks" in shown.stdout
@@ -75,7 +74,7 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
                            capture_output=True, text=True)
     assert where.stdout.startswith(str(target))
     done = subprocess.run([str(script), *QUICK, "trainer.limit_train_batches=1", "trainer.plots=false",
-                           "hydra.run.dir=run", *searchpath_overrides(tmp_path)],
+                           "hydra.run.dir=run"],
                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (elsewhere / "run" / "metrics.jsonl").is_file()

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
-from train_support import SHARED_DATA, searchpath_overrides
+from train_support import SHARED_DATA
 
 from tracetorch.training import TrainConfig, Trainer
 
@@ -24,7 +24,7 @@ TINY = [
 
 def _compose(tmp_path: Path, overrides: list[str]):
     with initialize_config_module(config_module="tracetorch.configs", version_base="1.3"):
-        return compose(config_name="train", overrides=[*overrides, *searchpath_overrides(tmp_path)])
+        return compose(config_name="train", overrides=[*overrides])
 
 
 def test_experiments_found():
@@ -77,7 +77,7 @@ def _has_optuna_sweeper() -> bool:
 @pytest.mark.skipif(not _has_optuna_sweeper(), reason="hydra-optuna-sweeper not installed (pip install tracetorch[optuna])")
 def test_optuna_sweep_config_composes(tmp_path):
     with initialize_config_module(config_module="tracetorch.configs", version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["+sweep=optuna", *searchpath_overrides(tmp_path)],
+        cfg = compose(config_name="train", overrides=["+sweep=optuna"],
                       return_hydra_config=True)
     assert "optuna" in cfg.hydra.sweeper._target_.lower()
     assert cfg.hydra.sweeper.direction == "maximize"
