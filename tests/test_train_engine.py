@@ -185,3 +185,10 @@ def test_plots_written(tmp_path):
     trainer.fit()
     for name in ("curves.png", "raster.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_eval_every_skips_test_epochs_but_not_the_last(tmp_path):
+    trainer = make_trainer(tmp_path, small_digits(), epochs=3, eval_every=2, checkpoint=False)
+    summary = trainer.fit()
+    assert [r["test_accuracy"] is None for r in trainer.history] == [True, False, False]
+    assert summary["best_epoch"] in (2, 3) and summary["test_accuracy"] == trainer.history[-1]["test_accuracy"]

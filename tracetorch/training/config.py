@@ -76,6 +76,7 @@ class TrainerConfig(_Closed):
     checkpoint: bool = True
     plots: bool = True
     progress: bool = True
+    eval_every: int = Field(1, ge=1)
     limit_train_batches: int | None = Field(None, ge=1)
     limit_test_batches: int | None = Field(None, ge=1)
 

@@ -74,10 +74,10 @@ class RichProgress:
         self.progress.update(self.batches, advance=1, stats=stats)
 
     def end_epoch(self, record: dict[str, Any]) -> None:
-        stats = f"test loss {record['test_loss']:.4f}  test acc {record['test_accuracy']:.4f}"
-        self.progress.update(self.epochs, advance=1, stats=stats)
+        test = "not evaluated" if record["test_accuracy"] is None else (
+            f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}")
+        self.progress.update(self.epochs, advance=1, stats=test)
         self.progress.console.log(
             f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
-            f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f} | spike rate {record['spike_rate']:.3f} | "
-            f"{record['samples_per_s']:,.0f} samples/s"
+            f"{test} | spike rate {record['spike_rate']:.3f} | {record['samples_per_s']:,.0f} samples/s"
         )

@@ -35,7 +35,7 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "run_dir": str(job)}
         history = read_jsonl(job / "metrics.jsonl") if (job / "metrics.jsonl").is_file() else []
         if history:
-            best = max(history, key=lambda r: r["test_accuracy"])
+            best = max(history, key=lambda r: -1.0 if r["test_accuracy"] is None else r["test_accuracy"])
             row.update(
                 status="ok",
                 epochs=history[-1]["epoch"],
