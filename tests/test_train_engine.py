@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -69,10 +71,10 @@ def test_interrupt_mid_epoch_then_resume_is_exact(tmp_path):
     stopped = make_trainer(tmp_path / "cut", splits, detach_every=2)
     original = stopped.train_batch
 
-    def train_batch_then_ctrl_c(x, y):  # Ctrl-C arrives during the 8th batch
+    def train_batch_then_ctrl_c(x, y):  # a real Ctrl-C (SIGINT) arrives during the 8th batch
         out = original(x, y)
         if stopped.epoch == 1 and stopped.batch == 1:
-            stopped._stop["stop"] = True
+            os.kill(os.getpid(), signal.SIGINT)
         return out
 
     stopped.train_batch = train_batch_then_ctrl_c
@@ -192,3 +194,12 @@ def test_eval_every_skips_test_epochs_but_not_the_last(tmp_path):
     summary = trainer.fit()
     assert [r["test_accuracy"] is None for r in trainer.history] == [True, False, False]
     assert summary["best_epoch"] in (2, 3) and summary["test_accuracy"] == trainer.history[-1]["test_accuracy"]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_amp_training_step(tmp_path):
+    trainer = make_trainer(tmp_path, small_digits(), device="auto", amp=True, epochs=1, checkpoint=False)
+    assert trainer.device.type == "cuda" and trainer.amp_dtype in (torch.bfloat16, torch.float16)
+    record = trainer.train_epoch()
+    assert torch.isfinite(torch.tensor(record["train_loss"])) and trainer.global_step == 6
