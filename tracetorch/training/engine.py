@@ -478,7 +478,10 @@ class Trainer:
                 raise CheckpointError("trainer.resume=auto needs trainer.run_dir (the run to continue)")
             found = latest_checkpoint(self.run_dir)
             if found is None:
-                raise CheckpointError(f"trainer.resume=auto: no complete checkpoint under {self.run_dir / 'checkpoints'}")
+                raise CheckpointError(
+                    f"trainer.resume=auto: no complete checkpoint under {self.run_dir / 'checkpoints'} (auto looks in this "
+                    f"run's own directory: rerun with hydra.run.dir=<that run's dir>, or give trainer.resume=<checkpoint dir>)"
+                )
             where = found
         ckpt = load_checkpoint(where)
         try:
