@@ -70,6 +70,11 @@ def _torchvision(cls_name: str, root: str, download: bool, train_subset: int | N
         try:
             ds = cls(root=str(root_path), train=train, download=bool(download))
         except RuntimeError as err:
+            if "download" in str(err).lower() and download:
+                raise DatasetMissingError(
+                    f"{cls_name}: download into data.root={str(root_path)!r} failed ({' '.join(str(err).split())[:200]}); "
+                    f"without network, put the files in {root_path / cls_name / 'raw'} and set data.download=false"
+                ) from None
             if "not found" not in str(err).lower():
                 raise
             raise DatasetMissingError(
