@@ -155,13 +155,14 @@ class Trainer:
         config: a dict / ``DictConfig`` / :class:`TrainConfig` (see ``configs/train.yaml``).
         model: a ready model (otherwise built from ``config['model']``).
         splits: a ready dataset (otherwise loaded from ``config['data']``).
-        console: a ``rich.console.Console`` for progress and tables (default: stdout).
+
+    Progress goes to the optional ``progress`` argument of :meth:`fit` (see
+    :class:`tracetorch.training.progress.RichProgress`).
     """
 
-    def __init__(self, config: Any, model: nn.Module | None = None, splits: Splits | None = None, console: Any = None) -> None:
+    def __init__(self, config: Any, model: nn.Module | None = None, splits: Splits | None = None) -> None:
         self.config = TrainConfig.from_any(config)
         cfg = self.config
-        self.console = console
         seed_everything(cfg.seed)
         self.device = resolve_device(cfg.trainer.device)
         self.splits = splits if splits is not None else load_dataset(cfg.data.model_dump())
