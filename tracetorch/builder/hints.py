@@ -9,7 +9,7 @@ Example:
     >>> unknown_argument("DLIB", "beta")
     'DLIB splits beta into pos_beta and neg_beta'
     >>> unknown_argument("LIB", "beta_rank")
-    "write beta: {value: ..., rank: ...} (beta_rank is the Python keyword)"
+    'write beta: {value: ..., rank: ...} (beta_rank is the Python keyword)'
 """
 
 from __future__ import annotations
