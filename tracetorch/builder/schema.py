@@ -351,7 +351,7 @@ def _shorthand(value: Any) -> Any:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a spec, registered user layers included (for editors)."""
-    schema = ModelSpec.model_json_schema()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **ModelSpec.model_json_schema()}
     defs = schema.setdefault("$defs", {})
     user = [n for n in registry.registered_names() if not registry.is_builtin(n)]
     extra = []
