@@ -56,3 +56,9 @@ def test_dotted_overrides_reach_into_the_spec() -> None:
     assert rlib.rec_weight.tolist() == pytest.approx([0.3] * 128)
     assert rlib.beta.tolist() == pytest.approx([0.95] * 128)
     assert list(model.children())[1].in_features == 20
+
+
+def test_input_shape_keyword_overrides_the_file() -> None:
+    model = tt.build_model(CONFIGS[0], input_shape=(3, 32, 32))
+    assert model.input_shape == (3, 32, 32)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
