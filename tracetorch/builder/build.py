@@ -247,7 +247,8 @@ def layer_to_entry(module: nn.Module) -> dict[str, dict[str, Any]]:
         return {type(module).FLAGS.name: _neuron_args(module)}
     name = next((n for n in registry.registered_names() if registry.lookup(n).factory is type(module)), None)
     if name is None:
-        raise ValueError(f"cannot write {type(module).__name__} to a spec: register it with tt.builder.register")
+        raise ValueError(f"cannot write {type(module).__name__} to a spec: register it with tt.builder.register "
+                         f"(a registered class, not a factory function, so the module can be traced back to it)")
     config = getattr(module, "config", None)
     if isinstance(config, Mapping):
         return {name: _plain(dict(config))}
