@@ -17,7 +17,6 @@ import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
-
 from tracetorch.cli.errors import USER_ERRORS, fail
 
 __all__ = ["main", "run"]
