@@ -84,7 +84,7 @@ def decay_of(layer: nn.Module) -> Tensor:
             f"cannot infer the trace decay from {type(layer).__name__}: it has no 'beta' (or 'pos_beta'/'neg_beta') "
             f"parameter; pass lam= explicitly"
         )
-    values = [layer.param_value(k).detach().float().mean() for k in keys]
+    values = [layer.param_value(k).detach().mean() for k in keys]
     return torch.stack(values).mean()
 
 
