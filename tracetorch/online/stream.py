@@ -25,7 +25,7 @@ from torch import Tensor
 
 __all__ = ["ClicksStream", "clicks_stream"]
 
-DEFAULT_RATES: tuple[tuple[float, float], ...] = ((0.5, 0.05), (0.4, 0.1), (0.3, 0.1))
+DEFAULT_RATES: tuple[tuple[float, float], ...] = ((0.4, 0.1), (0.3, 0.15), (0.25, 0.15))
 
 
 class ClicksStream(NamedTuple):
