@@ -7,9 +7,12 @@ Example:
     torch.Size([2, 4])
 """
 
-from tracetorch import functional, snn
+from tracetorch import builder, functional, snn
+from tracetorch.builder import build_model, load_spec
 from tracetorch.core import Layer, Model, Sequential, StateFileError
 
 __version__ = "0.20.0"
 
-__all__ = ["functional", "snn", "Layer", "Model", "Sequential", "StateFileError", "__version__"]
+__all__ = [
+    "builder", "build_model", "load_spec", "functional", "snn", "Layer", "Model", "Sequential", "StateFileError", "__version__",
+]

@@ -148,5 +148,9 @@ def sigmoid_inverse(y: Tensor) -> Tensor:
 
 
 def softplus_inverse(y: Tensor) -> Tensor:
-    """``log(expm1(y))``: inverse of the softplus constraint on thresholds."""
-    return torch.log(torch.expm1(y))
+    """``log(expm1(y))``: inverse of the softplus constraint on thresholds.
+
+    Computed as ``y + log(-expm1(-y))`` (the same value) so that large ``y`` does not
+    overflow ``expm1`` to ``inf``.
+    """
+    return y + torch.log(-torch.expm1(-y))

@@ -52,6 +52,7 @@ class ParamInfo:
     learn: bool
     compiled: bool = False
     stash: Tensor | None = None
+    requires_grad: bool = True  # of the raw parameter when compiled (a frozen one stays frozen)
 
 
 class Layer(nn.Module):
@@ -114,6 +115,9 @@ class Layer(nn.Module):
         if bad.any():
             raise ValueError(f"{where}: value must be {c.describe()}, got {tensor[bad].flatten()[0].item():g}")
         raw = c.invert(tensor)
+        if not torch.isfinite(raw).all():
+            worst = tensor[~torch.isfinite(raw)].flatten()[0].item()
+            raise ValueError(f"{where}: value {worst:g} is too large: its raw value (inverse of {c.name}) overflows {raw.dtype}")
         self._tt_params[name] = ParamInfo(c, rank, learn)
         self._set_raw(name, raw, learn)
 
@@ -158,7 +162,9 @@ class Layer(nn.Module):
         for name, info in self._tt_params.items():
             if info.compiled:
                 continue
-            raw = getattr(self, f"raw_{name}").detach()
+            raw = getattr(self, f"raw_{name}")
+            info.requires_grad = raw.requires_grad
+            raw = raw.detach()
             info.stash = raw.clone()
             self._set_raw(name, info.constraint.activate(raw).clone(), learn=False)
             info.compiled = True
@@ -171,11 +177,15 @@ class Layer(nn.Module):
                 continue
             value = getattr(self, f"raw_{name}").detach()
             stash = info.stash
+            if stash is not None:  # the layer may have moved (.to/.cuda) since compile()
+                stash = stash.to(device=value.device)
             if stash is not None and torch.equal(info.constraint.activate(stash).to(value.dtype), value):
                 raw = stash.to(device=value.device, dtype=value.dtype)
             else:
                 raw = info.constraint.invert(value)
             self._set_raw(name, raw, info.learn)
+            if info.learn and not info.requires_grad:
+                getattr(self, f"raw_{name}").requires_grad_(False)
             info.compiled = False
             info.stash = None
         return self

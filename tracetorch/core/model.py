@@ -134,7 +134,7 @@ class Model(nn.Module):
                     f"{key}: shape {tuple(value.shape)} does not have num_neurons={layer.num_neurons} at dim={layer.dim}"
                 )
                 continue
-            updates.append((layer, name, value.to(_device_of(layer))))
+            updates.append((layer, name, value.detach().to(_device_of(layer), copy=True)))  # never alias the caller's tensors
         if problems:
             raise ValueError("cannot load states: " + "; ".join(problems))
         for layer, name, value in updates:

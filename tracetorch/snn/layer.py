@@ -32,12 +32,17 @@ def _keyword_names(specs: tuple[ParamSpec, ...], fires: bool) -> list[str]:
     return names
 
 
+_DUAL_SPLIT = ("alpha", "beta", "gamma", "rec_weight")  # what the D prefix splits (spec: not thresholds/bias/scales)
+
+
 def _unknown_keyword(layer: str, flags: Flags, key: str) -> TypeError:
     own = [s.name for s in param_specs(flags)]
     base = key.removesuffix("_rank").removeprefix("learn_")
     holders = [n for n in layer_names() if base in {s.name for s in param_specs(parse(n))}]
-    if f"pos_{base}" in own:
+    if f"pos_{base}" in own and flags.dual and base in _DUAL_SPLIT:
         hint = f" The D prefix splits '{base}' into 'pos_{base}' and 'neg_{base}'."
+    elif f"pos_{base}" in own:
+        hint = f" {layer} has 'pos_{base}' and 'neg_{base}' (one per event sign) instead of '{base}'."
     elif key in ("spike_fn", "quant_fn"):
         hint = f" {layer} does not fire; spike_fn/quant_fn belong to the LIB, LIT and LITS families."
     elif holders:
@@ -59,9 +64,9 @@ def _flag_distance(a: Flags, b: Flags) -> tuple[int, int]:
 
 def _what_adds(base: str, flags: Flags) -> str:
     core = base.removeprefix("pos_").removeprefix("neg_")
-    if base != core and core in ("alpha", "beta", "gamma", "rec_weight") and not flags.dual:
+    if base != core and core in _DUAL_SPLIT and not flags.dual:
         return "the dual (D) prefix"
-    return {
+    table = {
         "alpha": "the synaptic trace (S prefix)",
         "gamma": "the recurrent trace (R prefix)",
         "rec_weight": "the recurrent trace (R prefix)",
@@ -71,7 +76,22 @@ def _what_adds(base: str, flags: Flags) -> str:
         "bias": "the firing families (LIB, LIT, LITS)",
         "pos_scale": "the scaled ternary family (LITS)",
         "neg_scale": "the scaled ternary family (LITS)",
-    }.get(core, "another layer")
+    }
+    return table.get(base, table.get(core, "another layer"))
+
+
+def _is_default(key: str, value: Any, specs: tuple[ParamSpec, ...]) -> bool:
+    """True when a constructor keyword was given its default value (kept out of config/repr)."""
+    if isinstance(value, Tensor):
+        return False
+    defaults: dict[str, Any] = {"dim": -1, "spike_fn": sigmoid4x}
+    for spec in specs:
+        defaults.update({spec.name: spec.default, f"{spec.name}_rank": 1, f"learn_{spec.name}": True})
+    if key == "quant_fn":
+        return type(value) is nn.Identity
+    if key not in defaults or isinstance(value, bool) != isinstance(defaults[key], bool):
+        return False
+    return value is defaults[key] if callable(value) else value == defaults[key]
 
 
 class NeuronLayer(Layer):
@@ -95,7 +115,7 @@ class NeuronLayer(Layer):
                 raise _unknown_keyword(name, flags, key)
         super().__init__(num_neurons, kwargs.get("dim", -1))
         self.flags = flags
-        self._config = dict(kwargs)
+        self._config = {k: v for k, v in kwargs.items() if not _is_default(k, v, specs)}
         for spec in specs:
             self.register_param(
                 spec.name,

@@ -1,0 +1,326 @@
+"""Spec -> ``tt.Sequential`` (``build_model``), file -> spec (``load_spec``), model -> spec.
+
+Each stage collects every problem before raising one :class:`SpecError`: the schema
+checks every layer; then the layers up to the first broken one are built with shape
+inference, so a size mismatch is reported together with the typos after it.
+
+Example:
+    >>> import torch, tracetorch as tt
+    >>> net = tt.build_model({"input_shape": [1, 4, 4], "layers": [
+    ...     {"Flatten": {}}, {"Linear": {"out_features": 8}}, {"LIB": {"beta": 0.8}}]})
+    >>> net.run(torch.rand(5, 2, 1, 4, 4)).shape
+    torch.Size([5, 2, 8])
+    >>> tt.builder.model_to_spec(net).to_dict()["layers"][1]
+    {'Linear': {'in_features': 16, 'out_features': 8}}
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+from torch import Tensor, nn
+
+from tracetorch.builder import registry, schema, shapes
+from tracetorch.builder.errors import Loc, SpecError, SpecIssue, issues_at
+from tracetorch.builder.schema import ModelSpec
+from tracetorch.builder.translate import translate
+from tracetorch.builder.yaml_lines import load_yaml
+from tracetorch.core.model import Sequential
+from tracetorch.snn.grammar import param_specs
+from tracetorch.snn.layer import NeuronLayer
+
+__all__ = ["build_model", "load_spec", "model_to_spec", "read_document"]
+
+Source = ModelSpec | Mapping[str, Any] | str | Path
+Problems = list[tuple[Loc, str]]
+
+
+def read_document(source: str | Path) -> tuple[Any, dict[Loc, int]]:
+    """Read a YAML file into ``(data, lines)``; unreadable files and YAML errors raise ``SpecError``."""
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise SpecError([SpecIssue(str(path), None, f"cannot read the file: {err.strerror or err}")], str(path)) from None
+    data, lines, problems = load_yaml(text)
+    if problems:
+        issues = [SpecIssue(_loc_text(loc), line or None, message) for loc, line, message in problems]
+        raise SpecError(issues, str(path))
+    return data, lines
+
+
+def _loc_text(loc: Loc) -> str:
+    from tracetorch.builder.errors import format_loc
+
+    return format_loc(loc)
+
+
+def _document(source: Source) -> tuple[Any, dict[Loc, int], str | None]:
+    if isinstance(source, (str, Path)):
+        data, lines = read_document(source)
+        return data, lines, str(source)
+    if isinstance(source, Mapping) and not isinstance(source, dict):
+        try:
+            from omegaconf import DictConfig, OmegaConf
+
+            if isinstance(source, DictConfig):
+                return OmegaConf.to_container(source, resolve=True), {}, None
+        except ImportError:  # pragma: no cover - omegaconf is a dependency
+            pass
+        return dict(source), {}, None
+    return source, {}, None
+
+
+def _validate(data: Any) -> tuple[ModelSpec | None, Problems]:
+    try:
+        return ModelSpec.model_validate(data), []
+    except ValidationError as err:
+        return None, translate(err)
+
+
+def load_spec(source: Source) -> ModelSpec:
+    """Read and validate a spec (file path, dict or ``ModelSpec``) without building modules."""
+    if isinstance(source, ModelSpec):
+        return source
+    data, lines, label = _document(source)
+    spec, problems = _validate(data)
+    problems += _registered_problems(data)
+    if problems:
+        raise SpecError(issues_at(lines, problems), label)
+    assert spec is not None
+    return spec
+
+
+def build_model(source: Source) -> Sequential:
+    """Build the model a spec describes: a :class:`tracetorch.Sequential` (``forward`` = one step).
+
+    Sizes the spec omits are inferred from ``input_shape``; every problem in the
+    spec is reported at once as a :class:`SpecError`.
+    """
+    if isinstance(source, ModelSpec):
+        spec, lines, label = source, {}, None
+        problems = _registered_problems(source.to_dict())
+    else:
+        data, lines, label = _document(source)
+        spec, problems = _validate(data)
+        problems += _registered_problems(data)
+        if spec is None or problems:
+            problems += _prefix_problems(data, problems)
+    if spec is not None and not problems:
+        modules, problems = _build_layers(spec.entries(), spec.input_shape)
+    if problems:
+        raise SpecError(issues_at(lines, sorted(problems, key=_order)), label)
+    assert spec is not None
+    model = Sequential(*modules)
+    model.input_shape = None if spec.input_shape is None else tuple(spec.input_shape)
+    model.spec_name = spec.name
+    return model
+
+
+def _order(problem: tuple[Loc, str]) -> tuple[int, int]:
+    """Document order: top-level keys first, then layers by index."""
+    loc = problem[0]
+    return (1, loc[1]) if len(loc) > 1 and loc[0] == "layers" and isinstance(loc[1], int) else (0, 0)
+
+
+def _prefix_problems(data: Any, problems: Problems) -> Problems:
+    """Build-stage problems of the layers before the first broken one (shape checks)."""
+    if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
+        return []
+    if any(loc[:1] != ("layers",) or len(loc) < 2 for loc, _ in problems):
+        return []
+    first_bad = min(int(loc[1]) for loc, _ in problems)
+    if first_bad == 0:
+        return []
+    prefix = {**data, "layers": data["layers"][:first_bad]}
+    spec, more = _validate(prefix)
+    if spec is None or more or _registered_problems(prefix):
+        return []
+    return _build_layers(spec.entries(), spec.input_shape)[1]
+
+
+def _registered_problems(data: Any) -> Problems:
+    """User layers are checked against their signatures here (the static schema accepts any arguments)."""
+    layers = data.get("layers") if isinstance(data, dict) else None
+    problems: Problems = []
+    for index, layer in enumerate(layers if isinstance(layers, list) else []):
+        if not (isinstance(layer, dict) and len(layer) == 1 and isinstance(next(iter(layer)), str)):
+            continue
+        (name, args), = layer.items()
+        try:
+            if registry.lookup(name).kind != "user":
+                continue
+        except registry.UnknownNameError:
+            continue
+        try:
+            schema.args_model(name).model_validate(args)
+        except ValidationError as err:
+            problems += translate(err, ("layers", index, name))
+    return problems
+
+
+def _build_layers(entries: list[tuple[str, dict[str, Any]]], input_shape: list[int] | None) -> tuple[list[nn.Module], Problems]:
+    shape: shapes.Shape | None = None if input_shape is None else tuple(input_shape)
+    modules: list[nn.Module] = []
+    problems: Problems = []
+    for index, (name, args) in enumerate(entries):
+        loc: Loc = ("layers", index, name)
+        entry = registry.lookup(name)
+        accepted = list(inspect.signature(entry.factory).parameters)
+        plain = {k: v for k, v in args.items() if k in schema.INFERABLE and v is not None}
+        sizes, found = shapes.infer_arguments(name, accepted, plain, shape)
+        if found:
+            problems += [((*loc, arg), reason) for arg, reason in found]
+            return modules, problems
+        kwargs, found = _kwargs(entry, name, {**args, **sizes}, loc)
+        if found:
+            problems += found
+            return modules, problems
+        try:
+            module = entry.factory(**kwargs)
+        except Exception as err:  # the spec supplies every argument, so a failure is the spec's problem
+            text = str(err) or type(err).__name__
+            problems.append((loc, text if text.startswith(name) else f"{name}: {text}"))
+            return modules, problems
+        if shape is not None:
+            try:
+                shape = shapes.output_shape(module, shape, name)
+            except shapes.ShapeProblem as err:
+                problems.append((loc, str(err)))
+                return modules, problems
+        modules.append(module)
+    return modules, problems
+
+
+def _kwargs(entry: registry.LayerEntry, name: str, args: dict[str, Any], loc: Loc) -> tuple[dict[str, Any], Problems]:
+    """Spec arguments -> constructor keywords (SNN parameter forms expanded, functions made)."""
+    if entry.kind != "snn":
+        return dict(args), []
+    kwargs: dict[str, Any] = {}
+    problems: Problems = []
+    names = {spec.name for spec in param_specs(entry.factory.FLAGS)}
+    for key, value in args.items():
+        if key in names:
+            given = value["value"]
+            if isinstance(given, list):
+                if len(given) != args["num_neurons"]:
+                    problems.append(((*loc, key), f"{key} lists {len(given)} values but {name} has "
+                                                  f"num_neurons={args['num_neurons']} (one value per neuron)"))
+                    continue
+                given = torch.tensor(given, dtype=torch.get_default_dtype())
+            kwargs[key] = given
+            if "rank" in value:
+                kwargs[f"{key}_rank"] = value["rank"]
+            if "learn" in value:
+                kwargs[f"learn_{key}"] = value["learn"]
+        elif key in ("spike_fn", "quant_fn"):
+            fn_args = {k: v for k, v in value.items() if k != "name"}
+            kwargs[key] = registry.lookup_function(key, value["name"])(**fn_args)
+        else:
+            kwargs[key] = value
+    return kwargs, problems
+
+
+# ---- model -> spec --------------------------------------------------------------------
+
+
+def model_to_spec(model: nn.Module) -> ModelSpec:
+    """The spec of a :class:`tracetorch.Sequential` whose modules are all registered layers.
+
+    Building it gives the same architecture and the same neuron parameter settings
+    (from each layer's ``config``); trained weights live in ``state_dict``, not specs.
+    """
+    modules = list(model.children()) if isinstance(model, nn.Sequential | Sequential) else None
+    if modules is None:
+        raise TypeError(f"model_to_spec expects a tt.Sequential (as build_model returns), got {type(model).__name__}")
+    doc: dict[str, Any] = {"layers": [layer_to_entry(m) for m in modules]}
+    if getattr(model, "input_shape", None) is not None:
+        doc["input_shape"] = list(model.input_shape)
+    if getattr(model, "spec_name", None) is not None:
+        doc["name"] = model.spec_name
+    return ModelSpec.model_validate(doc)
+
+
+def layer_to_entry(module: nn.Module) -> dict[str, dict[str, Any]]:
+    """``{name: arguments}`` for one module."""
+    if isinstance(module, NeuronLayer):
+        return {type(module).FLAGS.name: _neuron_args(module)}
+    name = next((n for n in registry.registered_names() if registry.lookup(n).factory is type(module)), None)
+    if name is None:
+        raise ValueError(f"cannot write {type(module).__name__} to a spec: register it with tt.builder.register")
+    config = getattr(module, "config", None)
+    if isinstance(config, Mapping):
+        return {name: _plain(dict(config))}
+    return {name: _attribute_args(module, registry.lookup(name).factory)}
+
+
+def _neuron_args(layer: NeuronLayer) -> dict[str, Any]:
+    config = layer.config
+    args: dict[str, Any] = {"num_neurons": layer.num_neurons}
+    if layer.dim != -1:
+        args["dim"] = layer.dim
+    for spec in param_specs(layer.flags):
+        form = {}
+        if spec.name in config:
+            form["value"] = _plain(config[spec.name])
+        for field, key in (("rank", f"{spec.name}_rank"), ("learn", f"learn_{spec.name}")):
+            if key in config:
+                form[field] = config[key]
+        if form:
+            form.setdefault("value", spec.default)
+            args[spec.name] = form
+    for kind in ("spike_fn", "quant_fn"):
+        if kind in config:
+            args[kind] = registry.function_to_spec(kind, config[kind])  # type: ignore[arg-type]
+    return args
+
+
+def _attribute_args(module: nn.Module, factory: Any) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for param in inspect.signature(factory).parameters.values():
+        if param.name in schema._SKIPPED or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        if param.name == "bias":
+            value: Any = getattr(module, "bias", None) is not None
+        elif hasattr(module, param.name):
+            value = _plain(getattr(module, param.name))
+        else:
+            continue
+        if param.default is inspect.Parameter.empty or not _same(value, param.default):
+            args[param.name] = value
+    return args
+
+
+def _shortest(value: float, dtype: torch.dtype) -> float:
+    """The shortest decimal that rounds to the same ``dtype`` value (``0.6`` rather than ``0.6000000238``)."""
+    for digits in range(1, 18):
+        short = float(f"{value:.{digits}g}")
+        if torch.tensor(short, dtype=dtype).item() == value:
+            return short
+    return value
+
+
+def _same(value: Any, default: Any) -> bool:
+    """``value`` equals ``default``, counting ``[1, 1]`` as the default ``1`` (torch stores pairs)."""
+    if isinstance(value, list) and not isinstance(default, (list, tuple)):
+        return bool(value) and all(v == default for v in value)
+    return value == _plain(default)
+
+
+def _plain(value: Any) -> Any:
+    """Tensors and tuples as YAML-friendly lists / numbers."""
+    if isinstance(value, Tensor):
+        values = value.detach().cpu().reshape(-1).tolist()
+        if value.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            values = [_shortest(v, value.dtype) for v in values]
+        return values[0] if value.ndim == 0 else values
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
