@@ -50,7 +50,9 @@ class OnlineLearner:
 
     ``loss_fn(output, target)`` returns a scalar tensor; ``update_every`` counts
     timesteps (an update with no gradient since the last one is skipped);
-    ``clip_grad_norm`` clips the accumulated gradient before each update.
+    ``clip_grad_norm`` clips the accumulated gradient before each update. The layers
+    whose states are detached are found once, here: build the learner after
+    :func:`~tracetorch.online.enable_trace_learning` or any other change to the model.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class OnlineLearner:
         self.steps = 0
         self.updates = 0
         self._pending = False
+        self._layers = [layer for _, layer in iter_layers(model)]
 
     def step(self, x: Tensor, target: Tensor | None = None) -> OnlineStep:
         """One timestep of forward, backward (when ``target`` is given), detach, and update."""
@@ -86,7 +89,7 @@ class OnlineLearner:
                 loss.backward()
                 self._pending = True
             loss_value = loss.item()
-        for _, layer in iter_layers(self.model):
+        for layer in self._layers:
             layer.detach_states()
         self.steps += 1
         if self.steps % self.update_every == 0:
