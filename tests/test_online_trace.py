@@ -257,3 +257,17 @@ def test_bad_input_errors():
     fc(torch.rand(2, 3))
     with pytest.raises(ValueError, match="batch size changed"):
         fc(torch.rand(5, 3))
+
+
+def test_autocast_bfloat16_gives_float32_gradients_close_to_full_precision():
+    torch.manual_seed(6)
+    net = tt.Sequential(nn.Linear(4, 8), tt.snn.LIB(8), nn.Unflatten(1, (1, 8)), nn.Conv1d(1, 2, 3, padding=1),
+                        tt.snn.LIB(2, dim=-2), nn.Flatten(), nn.Linear(16, 3), tt.snn.LI(3))
+    assert enable_trace_learning(net) == ["0", "3", "6"]
+    xs = torch.rand(4, 2, 4)
+    full = _per_step_grads(net, xs, lambda t, out: out.float().pow(2).sum())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = _per_step_grads(net, xs, lambda t, out: out.float().pow(2).sum())
+    for name, grad in half.items():
+        assert grad.dtype == torch.float32, name
+        torch.testing.assert_close(grad, full[name], rtol=0.1, atol=0.05, msg=name)

@@ -132,6 +132,7 @@ class _TraceFunction(torch.autograd.Function):
     def forward(ctx, x, weight, bias, trace, count, op):  # type: ignore[no-untyped-def, override]
         ctx.op = op
         ctx.has_bias = bias is not None
+        ctx.x_dtype = x.dtype
         ctx.save_for_backward(weight, trace, count)
         return op.forward(x, weight, bias)
 
@@ -139,8 +140,12 @@ class _TraceFunction(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[no-untyped-def, override]
         weight, trace, count = ctx.saved_tensors
         need = ctx.needs_input_grad
-        grad_x, grad_w = ctx.op.backward(grad, trace, weight, (need[0], need[1]))
-        grad_b = ctx.op.bias_grad(grad) * count if ctx.has_bias and need[2] else None
+        # under autocast the output (so grad) may be half precision: compute in grad's dtype, return in the inputs'
+        low = grad.dtype
+        grad_x, grad_w = ctx.op.backward(grad, trace.to(low), weight.to(low), (need[0], need[1]))
+        grad_x = grad_x.to(ctx.x_dtype) if grad_x is not None else None
+        grad_w = grad_w.to(weight.dtype) if grad_w is not None else None
+        grad_b = (ctx.op.bias_grad(grad) * count).to(weight.dtype) if ctx.has_bias and need[2] else None
         return grad_x, grad_w, grad_b, None, None, None
 
 
