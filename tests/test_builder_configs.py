@@ -21,9 +21,9 @@ def test_config_builds_and_runs(path: Path) -> None:
     model = tt.build_model(path)
     assert isinstance(model, tt.Sequential) and isinstance(model, tt.Model)
     assert model.input_shape == (1, 28, 28)
-    x = torch.rand(3, 2, 1, 28, 28)
+    x = torch.rand(3, 1, 1, 28, 28)
     out = model.run(x)
-    assert out.shape == (3, 2, 10)
+    assert out.shape == (3, 1, 10)
     model.zero_states()
     stepped = torch.stack([model(x_t) for x_t in x])
     torch.testing.assert_close(out, stepped)
@@ -41,3 +41,24 @@ def test_config_has_no_hard_coded_sizes(path: Path) -> None:
     spec["input_shape"] = [3, 32, 32]
     out = tt.build_model(spec)(torch.rand(2, 3, 32, 32))
     assert out.shape == (2, 10)
+
+
+def test_dotted_overrides_reach_into_the_spec() -> None:
+    """The files are plain documents: Hydra/OmegaConf overrides address layers by index and name."""
+    from omegaconf import OmegaConf
+
+    directory = Path(__file__).parents[1] / "configs" / "model"
+    cfg = OmegaConf.create({"model": OmegaConf.load(directory / "recurrent.yaml")})
+    cfg.merge_with_dotlist(["model.layers.2.RLIB.rec_weight.value=0.3", "model.layers.2.RLIB.beta=0.95",
+                            "model.input_shape=[2,10]"])
+    model = tt.build_model(cfg.model)
+    rlib = list(model.children())[2]
+    assert rlib.rec_weight.tolist() == pytest.approx([0.3] * 128)
+    assert rlib.beta.tolist() == pytest.approx([0.95] * 128)
+    assert list(model.children())[1].in_features == 20
+
+
+def test_input_shape_keyword_overrides_the_file() -> None:
+    model = tt.build_model(CONFIGS[0], input_shape=(3, 32, 32))
+    assert model.input_shape == (3, 32, 32)
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)

@@ -102,6 +102,7 @@ CORPUS: list[tuple[str, str, list[tuple[str, int | None, str]]]] = [
     ("bad-indent", S4 + "  - Linear:\n    out_features: 3\n",
      [("layers[0]", 3, "a layer entry has one key (the layer name), got 'Linear', 'out_features'; "
                        "indent the arguments under 'Linear'")]),
+    ("non-string-name", S4 + "  - 1: {}\n", [("layers[0]", 3, "a layer name must be a string, got 1")]),
     ("bare-name", S4 + "  - Flatten\n",
      [("layers[0]", 3, "write 'Flatten: {}': a layer is a one-key mapping {LayerName: {arguments}}")]),
     ("args-not-mapping", S4 + "  - Linear: 10\n",
@@ -183,6 +184,12 @@ def test_load_spec_validates_without_building(tmp_path: Path) -> None:
     path.write_text(S4 + "  - LIB: {alpha: 0.3}\n")
     with pytest.raises(SpecError, match=r"layers\[0\]\.LIB\.alpha \(line 3\): LIB has no synaptic trace; SLIB has alpha"):
         tt.load_spec(path)
+
+
+def test_null_argument_mapping_means_no_arguments(tmp_path: Path) -> None:
+    path = tmp_path / "net.yaml"
+    path.write_text(S4 + "  - Flatten:\n  - LI:\n")
+    assert [type(m).__name__ for m in tt.build_model(path).children()] == ["Flatten", "LI"]
 
 
 def test_null_arguments_mean_the_default() -> None:

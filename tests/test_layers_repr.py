@@ -64,3 +64,15 @@ def test_every_class_documents_its_parameters_and_signature(name):
     sig = inspect.signature(cls)
     for p in params:
         assert {p, f"{p}_rank", f"learn_{p}"} <= set(sig.parameters)
+
+
+@pytest.mark.parametrize("name", tt.snn.layer_names())
+def test_signature_defaults_are_the_real_defaults(name):
+    """Passing every keyword at its advertised default builds the default layer."""
+    cls = tt.snn.get_layer_class(name)
+    sig = inspect.signature(cls)
+    kwargs = {k: p.default for k, p in sig.parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    layer = cls(3, **kwargs)
+    assert repr(layer) == f"{name}(3)" and layer.config == {}
+    x = torch.randn(2, 3)
+    torch.testing.assert_close(layer(x), cls(3)(x))

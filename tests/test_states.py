@@ -183,6 +183,10 @@ def test_mismatched_states_are_refused_and_leave_the_model_unchanged(tmp_path, s
         "extra": ({**before, "box.lif.extra": torch.zeros(3, 5)}, "unexpected states: box.lif.extra"),
         "shape": ({**before, "heads.left.pos_mem": torch.zeros(3, 4)},
                   "heads.left.pos_mem: shape (3, 4) does not have num_neurons=5 at dim=-1"),
+        "batch": ({**before, "heads.left.neg_mem": torch.zeros(1, 5)},
+                  "heads.left.neg_mem: shape (1, 5) differs from heads.left.pos_mem of shape (3, 5)"),
+        "several": ({k: v for k, v in before.items() if k != "seq.1.syn"} | {"x.y": torch.ones(1)},
+                    "missing states: seq.1.syn; unexpected states: x.y"),
     }
     for label, (states, message) in cases.items():
         path = tmp_path / f"{label}{suffix}"
@@ -193,6 +197,8 @@ def test_mismatched_states_are_refused_and_leave_the_model_unchanged(tmp_path, s
             model.load_states(states)
         after = model.save_states()
         assert all(torch.equal(after[k], before[k]) for k in before), label
+    with pytest.raises(ValueError, match=r"^cannot load states: seq\.1\.mem: expected a tensor, got list$"):
+        model.load_states({**before, "seq.1.mem": [1.0, 2.0]})
     # strict=False: extra keys ignored, missing states left as they are
     model.load_states({"seq.1.mem": torch.ones(3, 5), "other.mem": torch.ones(1)}, strict=False)
     assert torch.equal(model.seq[1].mem, torch.ones(3, 5))

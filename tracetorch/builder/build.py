@@ -26,7 +26,7 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from tracetorch.builder import registry, schema, shapes
-from tracetorch.builder.errors import Loc, SpecError, SpecIssue, issues_at
+from tracetorch.builder.errors import Loc, SpecError, SpecIssue, format_loc, issues_at
 from tracetorch.builder.schema import ModelSpec
 from tracetorch.builder.translate import translate
 from tracetorch.builder.yaml_lines import load_yaml
@@ -49,15 +49,9 @@ def read_document(source: str | Path) -> tuple[Any, dict[Loc, int]]:
         raise SpecError([SpecIssue(str(path), None, f"cannot read the file: {err.strerror or err}")], str(path)) from None
     data, lines, problems = load_yaml(text)
     if problems:
-        issues = [SpecIssue(_loc_text(loc), line or None, message) for loc, line, message in problems]
+        issues = [SpecIssue(format_loc(loc), line or None, message) for loc, line, message in problems]
         raise SpecError(issues, str(path))
     return data, lines
-
-
-def _loc_text(loc: Loc) -> str:
-    from tracetorch.builder.errors import format_loc
-
-    return format_loc(loc)
 
 
 def _document(source: Source) -> tuple[Any, dict[Loc, int], str | None]:
@@ -96,21 +90,22 @@ def load_spec(source: Source) -> ModelSpec:
     return spec
 
 
-def build_model(source: Source) -> Sequential:
+def build_model(source: Source, *, input_shape: list[int] | tuple[int, ...] | None = None) -> Sequential:
     """Build the model a spec describes: a :class:`tracetorch.Sequential` (``forward`` = one step).
 
-    Sizes the spec omits are inferred from ``input_shape``; every problem in the
-    spec is reported at once as a :class:`SpecError`.
+    Sizes the spec omits are inferred from ``input_shape`` (the spec's, or the
+    keyword's, which wins: a trainer passes its dataset's sample shape); every
+    problem in the spec is reported at once as a :class:`SpecError`.
     """
     if isinstance(source, ModelSpec):
-        spec, lines, label = source, {}, None
-        problems = _registered_problems(source.to_dict())
-    else:
-        data, lines, label = _document(source)
-        spec, problems = _validate(data)
-        problems += _registered_problems(data)
-        if spec is None or problems:
-            problems += _prefix_problems(data, problems)
+        source = source.to_dict()
+    data, lines, label = _document(source)
+    if input_shape is not None and isinstance(data, dict):
+        data = {**data, "input_shape": list(input_shape)}
+    spec, problems = _validate(data)
+    problems += _registered_problems(data)
+    if spec is None or problems:
+        problems += _prefix_problems(data, problems)
     if spec is not None and not problems:
         modules, problems = _build_layers(spec.entries(), spec.input_shape)
     if problems:
@@ -252,7 +247,8 @@ def layer_to_entry(module: nn.Module) -> dict[str, dict[str, Any]]:
         return {type(module).FLAGS.name: _neuron_args(module)}
     name = next((n for n in registry.registered_names() if registry.lookup(n).factory is type(module)), None)
     if name is None:
-        raise ValueError(f"cannot write {type(module).__name__} to a spec: register it with tt.builder.register")
+        raise ValueError(f"cannot write {type(module).__name__} to a spec: register it with tt.builder.register "
+                         f"(a registered class, not a factory function, so the module can be traced back to it)")
     config = getattr(module, "config", None)
     if isinstance(config, Mapping):
         return {name: _plain(dict(config))}
@@ -283,7 +279,7 @@ def _neuron_args(layer: NeuronLayer) -> dict[str, Any]:
 def _attribute_args(module: nn.Module, factory: Any) -> dict[str, Any]:
     args: dict[str, Any] = {}
     for param in inspect.signature(factory).parameters.values():
-        if param.name in schema._SKIPPED or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if param.name in schema.SKIPPED_ARGUMENTS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         if param.name == "bias":
             value: Any = getattr(module, "bias", None) is not None

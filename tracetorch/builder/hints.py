@@ -8,8 +8,10 @@ Example:
     'LIB has no synaptic trace; SLIB has alpha'
     >>> unknown_argument("DLIB", "beta")
     'DLIB splits beta into pos_beta and neg_beta'
+    >>> unknown_argument("DLI", "alpha")
+    'DLI has no synaptic trace; DSLI has pos_alpha and neg_alpha'
     >>> unknown_argument("LIB", "beta_rank")
-    "write beta: {value: ..., rank: ...} (beta_rank is the Python keyword)"
+    'write beta: {value: ..., rank: ...} (beta_rank is the Python keyword)'
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def _snn_hint(flags: Flags, key: str) -> str | None:
         return f"{name} does not fire; {key} belongs to the LIB, LIT and LITS families"
     if f"pos_{key}" in own:
         return f"{name} splits {key} into pos_{key} and neg_{key}"
+    if flags.dual and _dual_splits(key):
+        split = _snn_hint(flags, f"pos_{key}")
+        if split and split.endswith(f"has pos_{key}"):
+            return split.replace(f"has pos_{key}", f"has pos_{key} and neg_{key}")
     holders = [parse(n) for n in layer_names() if key in _params(parse(n))]
     if holders and all(h.recurrent for h in holders) and flags.family in ("LI", "LIEMA"):
         return f"{name} has no recurrent trace (R exists only on LIB, LIT, LITS)"
@@ -63,11 +69,21 @@ def _snn_hint(flags: Flags, key: str) -> str | None:
         missing = [flag for flag, on in (("D", best.dual), ("S", best.synaptic), ("R", best.recurrent)) if on and not
                    getattr(flags, {"D": "dual", "S": "synaptic", "R": "recurrent"}[flag])]
         if missing:
-            return f"{name} has {_WHAT[missing[0]]}; {best.name} has {key}"
+            return f"{name} has {' and '.join(_WHAT[m] for m in missing)}; {best.name} has {key}"
         return None
     if not flags.fires:
         return f"{name} does not fire (no threshold); {best.name} has {key}"
     return f"{name} has no {key}; {best.name} has it"
+
+
+def _dual_splits(key: str) -> bool:
+    """True for parameters the D prefix turns into pos_/neg_ pairs (decays, recurrent weight)."""
+    return any(f"pos_{key}" in _params(parse(n)) and key in _params(Flags(False, *_rest(parse(n))))
+               for n in layer_names() if parse(n).dual)
+
+
+def _rest(flags: Flags) -> tuple[bool, bool, str]:
+    return flags.synaptic, flags.recurrent, flags.family
 
 
 def _prefix_distance(a: Flags, b: Flags) -> int:

@@ -11,13 +11,14 @@ Example:
     ... class Doubler(torch.nn.Module):
     ...     def forward(self, x):
     ...         return 2 * x
-    >>> tt.builder.registry.lookup("Doubler").factory is Doubler
-    True
-    >>> tt.builder.registry.lookup("Linearr")
+    >>> tt.build_model({"input_shape": [2], "layers": [{"Doubler": {}}]})(torch.ones(1, 2))
+    tensor([[2., 2.]])
+    >>> tt.build_model({"layers": [{"Dobler": {}}]})
     Traceback (most recent call last):
     ...
-    tracetorch.builder.registry.UnknownNameError: unknown layer 'Linearr'; did you mean 'Linear'?
-    >>> tt.builder.registry.unregister("Doubler")
+    tracetorch.builder.errors.SpecError: 1 problem:
+      layers[0]: unknown layer 'Dobler'; did you mean 'Doubler'?
+    >>> tt.builder.unregister("Doubler")
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import math
 import types
 import typing
 from functools import cache
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
     AfterValidator,
@@ -38,7 +38,6 @@ from pydantic import (
     create_model,
     model_validator,
 )
-from torch import nn
 
 from tracetorch.builder import registry
 from tracetorch.builder.registry import UnknownNameError
@@ -51,7 +50,8 @@ INFERABLE = ("num_neurons", "dim", "in_features", "in_channels", "num_features",
 """Arguments shape inference fills in when they are omitted."""
 
 REGISTERED_TAG = "__registered__"
-_SKIPPED = {"device", "dtype", "return_indices", "self"}
+SKIPPED_ARGUMENTS = frozenset({"device", "dtype", "return_indices", "self"})
+"""Constructor arguments a spec never sets (placement is the trainer's; return_indices breaks a Sequential)."""
 _PARAM_KEYS = ("value", "rank", "learn")
 PositiveInt = Annotated[StrictInt, Field(gt=0)]
 Number = StrictInt | StrictFloat
@@ -231,7 +231,7 @@ def _signature_args(factory: Any, name: str) -> type[LayerArgs]:
         hints = {}
     fields: dict[str, Any] = {}
     for param in inspect.signature(factory).parameters.values():
-        if param.name in _SKIPPED or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if param.name in SKIPPED_ARGUMENTS or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
         tp = _spec_type(hints.get(param.name, Any)) if param.name in hints else Any
         if param.default is inspect.Parameter.empty:
@@ -303,8 +303,6 @@ class ModelSpec(BaseModel):
     )
     layers: list[LayerSpec] = Field(min_length=1, description="the layers in order, each {LayerName: {arguments}}")
 
-    _REGISTERED: ClassVar[str] = REGISTERED_TAG
-
     def entries(self) -> list[tuple[str, dict[str, Any]]]:
         """``(layer name, given arguments)`` per layer, in order."""
         out = []
@@ -351,7 +349,7 @@ def _shorthand(value: Any) -> Any:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of a spec, registered user layers included (for editors)."""
-    schema = ModelSpec.model_json_schema()
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **ModelSpec.model_json_schema()}
     defs = schema.setdefault("$defs", {})
     user = [n for n in registry.registered_names() if not registry.is_builtin(n)]
     extra = []
@@ -375,7 +373,3 @@ def _replace_registered(node: Any, extra: list[dict[str, Any]]) -> None:
     elif isinstance(node, list):
         for value in node:
             _replace_registered(value, extra)
-
-
-def is_torch_layer(module: nn.Module) -> bool:
-    return type(module) in registry.TORCH_LAYERS

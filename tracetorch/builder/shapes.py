@@ -17,7 +17,7 @@ Output shapes come from running the module once on zeros of shape ``[1, *shape]`
 
 Example:
     >>> infer_arguments("LIB", ["num_neurons", "dim"], {}, (32, 14, 14))
-    ({'num_neurons': 32, 'dim': -3}, [])
+    ({'dim': -3, 'num_neurons': 32}, [])
     >>> infer_arguments("Linear", ["in_features"], {"in_features": 100}, (784,))[1]
     [('in_features', 'Linear in_features is 100 but its input has 784 features (input shape [784])')]
 """

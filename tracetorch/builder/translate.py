@@ -44,16 +44,12 @@ def _clean(loc: Loc, prefix: Loc) -> Loc:
     loc = prefix + loc
     if len(loc) >= 3 and loc[0] == "layers" and isinstance(loc[1], int):
         rest = loc[2:]
-        if len(rest) >= 2 and rest[0] in (rest[1], registry_tag()):
+        if len(rest) >= 2 and rest[0] in (rest[1], schema.REGISTERED_TAG):
             rest = rest[1:]
-        if rest and rest[0] == registry_tag():
+        if rest and rest[0] == schema.REGISTERED_TAG:
             rest = rest[1:]
         loc = loc[:2] + rest
     return loc
-
-
-def registry_tag() -> str:
-    return schema.REGISTERED_TAG
 
 
 def _is_layer_arg(loc: Loc) -> bool:

@@ -118,10 +118,10 @@ class Model(nn.Module):
         if strict and unexpected:
             problems.append(f"unexpected states: {', '.join(unexpected)}")
         updates = []
-        for key, value in states.items():
-            if key not in slots:
-                continue
+        first_shape: dict[int, tuple[str, torch.Size]] = {}  # the states of one layer share one shape
+        for key in [k for k in slots if k in states]:  # the model's order, whatever the file's
             layer, name = slots[key]
+            value = states[key]
             if not isinstance(value, Tensor):
                 problems.append(f"{key}: expected a tensor, got {type(value).__name__}")
                 continue
@@ -133,6 +133,10 @@ class Model(nn.Module):
                 problems.append(
                     f"{key}: shape {tuple(value.shape)} does not have num_neurons={layer.num_neurons} at dim={layer.dim}"
                 )
+                continue
+            other, shape = first_shape.setdefault(id(layer), (key, value.shape))
+            if shape != value.shape:
+                problems.append(f"{key}: shape {tuple(value.shape)} differs from {other} of shape {tuple(shape)}")
                 continue
             updates.append((layer, name, value.detach().to(_device_of(layer), copy=True)))  # never alias the caller's tensors
         if problems:

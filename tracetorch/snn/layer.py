@@ -242,7 +242,7 @@ def make_signature(flags: Flags) -> inspect.Signature:
     if flags.fires:
         params += [
             inspect.Parameter("spike_fn", kw, default=sigmoid4x),
-            inspect.Parameter("quant_fn", kw, default=None),
+            inspect.Parameter("quant_fn", kw, default=_IDENTITY),
         ]
     return inspect.Signature(params)
 
