@@ -110,8 +110,9 @@ def train_sequence(mode: str, steps: int, batch: int, hidden: int, device: torch
 def bench_memory(lengths: list[int], batch: int, hidden: int, device: torch.device, repeats: int) -> None:
     modes = ["bptt", "tbptt10", "trace1", "trace10"]
     print(f"\n## Memory and time per step vs T (batch {batch}, 2 -> {hidden} LIB -> 2 LI, {device}; "
-          f"time: best of {repeats} runs, taken round-robin over the modes)\n")
+          f"time: best of {repeats} runs, taken round-robin over the modes; on CPU the process's CPU time)\n")
     cuda = device.type == "cuda"
+    clock = time.perf_counter if cuda else time.process_time  # CPU: this process's CPU time, blind to other load
     memory: dict[tuple[str, int], tuple[float, str]] = {}
     for mode in modes:
         for steps in lengths:
@@ -131,11 +132,11 @@ def bench_memory(lengths: list[int], batch: int, hidden: int, device: torch.devi
         for _ in range(repeats):
             for mode in modes:
                 run = train_sequence(mode, steps, batch, hidden, device)
-                start = time.perf_counter()
+                start = clock()
                 run()
                 if cuda:
                     torch.cuda.synchronize()
-                per_step = (time.perf_counter() - start) / steps * 1e3
+                per_step = (clock() - start) / steps * 1e3
                 times[mode, steps] = min(times.get((mode, steps), float("inf")), per_step)
     head = f"| mode | T | peak saved for backward (MiB) | {'peak CUDA alloc (MiB) | ' if cuda else ''}time/step (ms) |"
     print(head)
