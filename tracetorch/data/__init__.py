@@ -1,1 +1,11 @@
-"""tracetorch.data (see the module docstrings inside)."""
+"""Datasets (in-memory :class:`Splits`), the dataset registry and spike encoders."""
+
+from tracetorch.data.clicks import poisson_clicks
+from tracetorch.data.datasets import DATASETS, DatasetMissingError, load_dataset, register_dataset
+from tracetorch.data.encoders import ENCODERS, Encoder, make_encoder
+from tracetorch.data.splits import Part, Splits
+
+__all__ = [
+    "DATASETS", "DatasetMissingError", "ENCODERS", "Encoder", "Part", "Splits",
+    "load_dataset", "make_encoder", "poisson_clicks", "register_dataset",
+]

@@ -1,0 +1,16 @@
+"""Turning expected user errors into one clear line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+from tracetorch.core.state_io import StateFileError
+
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, StateFileError)
+
+
+def fail(program: str, err: BaseException) -> NoReturn:
+    message = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+    print(f"{program}: error: {message}", file=sys.stderr)
+    sys.exit(2)
