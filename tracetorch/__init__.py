@@ -14,5 +14,6 @@ from tracetorch.core import Layer, Model, Sequential, StateFileError
 __version__ = "0.20.0"
 
 __all__ = [
-    "builder", "build_model", "load_spec", "functional", "online", "snn", "Layer", "Model", "Sequential", "StateFileError", "__version__",
+    "builder", "build_model", "load_spec", "functional", "online", "snn", "Layer", "Model", "Sequential", "StateFileError",
+    "__version__",
 ]
