@@ -45,6 +45,7 @@ from tracetorch.data.datasets import load_dataset
 from tracetorch.data.encoders import Encoder, make_encoder
 from tracetorch.data.registry import call_with_checked_kwargs, import_callable
 from tracetorch.data.splits import Part, Splits
+from tracetorch.online.trace import enable_trace_learning
 from tracetorch.training.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -169,6 +170,8 @@ class Trainer:
         self.encoder: Encoder | None = None if self.splits.sequence else make_encoder(cfg.encoder.model_dump())
         self.num_steps = self.splits.num_steps if self.splits.sequence else self.encoder.num_steps  # type: ignore[union-attr]
         self.model = (model if model is not None else build_model(cfg.model, self.splits)).to(self.device)
+        if cfg.trainer.learning == "trace":
+            enable_trace_learning(self.model)
         self._check_output()
         self.readout = get_readout(cfg.trainer.readout)
         self.optimizer = self._make_optimizer()
@@ -263,11 +266,16 @@ class Trainer:
 
     def _step(self, loss: Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
+        self._backward(loss)
+        self._update()
+
+    def _backward(self, loss: Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def _update(self) -> None:
+        """Clip and apply the accumulated gradient, then clear it."""
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
         if self.config.trainer.grad_clip is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.trainer.grad_clip)
         if self.scaler is not None:
@@ -275,12 +283,15 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
 
     def train_batch(self, x_seq: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """One batch of training; returns the detached output ``[T, B, C]`` and its loss."""
         k = self.config.trainer.detach_every
         _zero_states(self.model)
+        if self.config.trainer.learning == "trace":
+            return self._train_batch_trace(x_seq, y)
         if k is None:
             with self._autocast():
                 out = run_sequence(self.model, x_seq)
@@ -298,6 +309,27 @@ class Trainer:
             _detach_states(self.model)
             outs.append(chunk.detach().float())
         out = torch.cat(outs)
+        return out, self.readout.loss(out, y)
+
+    def _train_batch_trace(self, x_seq: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Online (OTTT): per step forward, backward of the step's loss, detach; update every ``update_every`` steps."""
+        steps = x_seq.shape[0]
+        k = self.config.trainer.update_every or steps
+        self.optimizer.zero_grad(set_to_none=True)
+        outs, pending = [], False
+        for t, x_t in enumerate(x_seq.unbind(0)):
+            with self._autocast():
+                out_t = self.model(x_t)
+            loss = self.readout.chunk_loss(out_t.unsqueeze(0).float(), y, t, steps)
+            if loss is not None:
+                self._backward(loss)
+                pending = True
+            _detach_states(self.model)
+            outs.append(out_t.detach().float())
+            if pending and ((t + 1) % k == 0 or t == steps - 1):
+                self._update()
+                pending = False
+        out = torch.stack(outs)
         return out, self.readout.loss(out, y)
 
     # ---- epochs --------------------------------------------------------------------
