@@ -304,8 +304,10 @@ class Trainer:
         else:
             norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])) if params else None
         if self.scaler is None and norm is not None and not torch.isfinite(norm):
+            bad = [name for name, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
             self.optimizer.zero_grad(set_to_none=True)
-            return self._non_finite(f"gradient norm ({float(norm):g})", *self._replay)
+            where = f"non-finite gradients in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}"
+            return self._non_finite(f"gradient norm ({float(norm):g})", *self._replay, where=where)
         if self.scaler is not None:  # fp16: the scaler itself skips steps with inf gradients
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -314,16 +316,18 @@ class Trainer:
         self.global_step += 1
         return True
 
-    def _non_finite(self, what: str, x_seq: Tensor, start: int, states: list | None) -> bool:
+    def _non_finite(self, what: str, x_seq: Tensor, start: int, states: list | None, where: str | None = None) -> bool:
         """``nan_policy=skip``: return False; ``stop``: raise :class:`NonFiniteError` naming the step and layer."""
         if self.config.trainer.nan_policy == "skip":
             return False
-        where = locate_non_finite(self.model, x_seq, states, first_step=start, autocast=self._autocast)
+        if where is None:
+            where = "first non-finite output: " + locate_non_finite(self.model, x_seq, states, first_step=start,
+                                                                     autocast=self._autocast)
         last = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
         kept = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was written yet"
         raise NonFiniteError(
             f"non-finite {what} at training step {self.global_step + 1} (epoch {self.epoch + 1}, batch {self.batch + 1}); "
-            f"first non-finite output: {where}. Training stopped before applying it; {kept}. Lower optim.lr, set "
+            f"{where}. Training stopped before applying it; {kept}. Lower optim.lr, set "
             f"trainer.grad_clip, or set trainer.nan_policy=skip to skip such batches"
         )
 
