@@ -12,10 +12,10 @@ Example:
     >>> from tracetorch.cli.config import compose_config
     >>> compose_config(["trainer.epochs=2", "optim=sgd"]).optim.name
     'sgd'
-    >>> compose_config(["trainer.epoch=2"])
+    >>> compose_config(["trainer.epoch=2"])  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    tracetorch.cli.config.ConfigError: override 'trainer.epoch=2': Could not override 'trainer.epoch'. To append to your config use +trainer.epoch=2
+    tracetorch.cli.config.ConfigError: override 'trainer.epoch=2': Could not override 'trainer.epoch'. ...
 """
 
 from __future__ import annotations

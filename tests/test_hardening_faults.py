@@ -15,7 +15,6 @@ import pytest
 import torch
 from train_support import env_with_support, make_snn
 
-import tracetorch as tt
 from tracetorch.data import Splits
 from tracetorch.training import Trainer, load_checkpoint
 from tracetorch.training.checkpoint import latest_checkpoint
@@ -163,7 +162,8 @@ def _file_size_quota(limit: int):
 def test_tt_train_under_a_file_size_quota_exits_2_and_keeps_the_checkpoint(tmp_path):
     run_dir = tmp_path / "run"
     args = [sys.executable, "-m", "tracetorch.cli.train", "experiment=clicks_recurrent", "data.num_train=64", "data.num_test=32",
-            "data.num_steps=5", "data.batch_size=16", "model.layers.0.Linear.out_features=512", "trainer.plots=false", "trainer.progress=false", f"hydra.run.dir={run_dir}"]
+            "data.num_steps=5", "data.batch_size=16", "model.layers.0.Linear.out_features=512", "trainer.plots=false",
+            "trainer.progress=false", f"hydra.run.dir={run_dir}"]
     first = subprocess.run([*args, "trainer.epochs=1"], cwd=tmp_path, env=env_with_support(), capture_output=True, text=True,
                            timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]

@@ -74,10 +74,10 @@ def kill_and_resume(run_dir: Path, args: list[str], kills: int, during_writes: i
             assert process.wait(timeout=300) == 0, (run_dir.parent / f"{run_dir.name}.log").read_text()[-3000:]
             return done
         if want_write:  # the moment this process starts writing a checkpoint
-            hit = wait_for(lambda: partial_of(run_dir, process.pid), process, timeout=120)
+            hit = wait_for(lambda pid=process.pid: partial_of(run_dir, pid), process, timeout=120)
         else:  # a random moment after it made progress (a new complete checkpoint)
             before = complete_steps(run_dir)
-            hit = wait_for(lambda: complete_steps(run_dir) - before, process, timeout=120, poll=0.01)
+            hit = wait_for(lambda seen=before: complete_steps(run_dir) - seen, process, timeout=120, poll=0.01)
             if hit:
                 time.sleep(rng.uniform(0.0, 0.3))
         if process.poll() is not None:

@@ -291,7 +291,7 @@ class Trainer:
         ``self._replay`` = ``(x_seq, first timestep, states snapshot)`` of the loss, for the diagnosis.
         """
         if not torch.isfinite(loss.detach()).all():
-            return self._non_finite(f"loss ({float(loss):g})", *self._replay)
+            return self._non_finite(f"loss ({float(loss.detach()):g})", *self._replay)
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
