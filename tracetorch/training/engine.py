@@ -594,6 +594,10 @@ class Trainer:
         ckpt = load_checkpoint(where)
         _load_weights(self.model, ckpt, self.config.to_dict(), self.device)
         state = ckpt.trainer
+        saved_optim = (ckpt.config.get("optim") or {}).get("name")
+        if saved_optim is not None and saved_optim != self.config.optim.name:
+            raise CheckpointError(f"{where}: the checkpoint's run used optim.name={saved_optim} but this run uses "
+                                  f"{self.config.optim.name}; resume with the same optimizer")
         try:
             if (state["scheduler"] is None) != (self.scheduler is None):
                 raise CheckpointError(f"{where}: optim.scheduler differs from the checkpoint's run")
@@ -627,8 +631,8 @@ def _load_weights(model: nn.Module, ckpt: Checkpoint, config: dict[str, Any], de
     own = model.state_dict()
     missing = sorted(set(own) - set(ckpt.weights))
     unexpected = sorted(set(ckpt.weights) - set(own))
-    shapes = [f"{k} {list(v.shape)} in the checkpoint vs {list(own[k].shape)} in the model"
-              for k, v in ckpt.weights.items() if k in own and v.shape != own[k].shape]
+    shapes = [f"{k} {list(ckpt.weights[k].shape)} in the checkpoint vs {list(v.shape)} in the model"
+              for k, v in own.items() if k in ckpt.weights and ckpt.weights[k].shape != v.shape]
     problems = ([f"missing weights: {', '.join(missing)}"] if missing else []) + (
         [f"unexpected weights: {', '.join(unexpected)}"] if unexpected else []) + (
         [f"wrong shapes: {', '.join(shapes)}"] if shapes else [])
@@ -651,18 +655,40 @@ def train(config: Any, model: nn.Module | None = None, splits: Splits | None = N
     return Trainer(config, model=model, splits=splits).fit(progress)
 
 
+def _apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Nested dict updates, or ``key=value`` strings (dotted keys, list indices allowed); errors are ``ValueError``."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.create(config)
+        if isinstance(overrides, (list, tuple)):
+            for item in overrides:
+                key, sep, raw = str(item).partition("=")
+                if not sep or not key:
+                    raise ValueError(f"override {item!r}: expected key=value")
+                value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))["value"]
+                OmegaConf.update(cfg, key, value, merge=True)
+        elif overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - OmegaConf's errors (type clashes, interpolations) are config errors
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise ValueError(f"cannot apply the overrides {overrides!r}: {message}") from None
+
+
 def evaluate_checkpoint(
-    path: str | Path, overrides: dict[str, Any] | None = None, model: nn.Module | None = None, split: str = "test"
+    path: str | Path, overrides: dict[str, Any] | list[str] | None = None, model: nn.Module | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Load a checkpoint (its config, weights, hidden states) and evaluate it on ``split``.
 
-    ``overrides`` are nested config updates, e.g. ``{"data": {"root": "/data"}, "trainer": {"device": "cpu"}}``.
+    ``overrides`` are nested config updates, e.g. ``{"data": {"root": "/data"}, "trainer": {"device": "cpu"}}``,
+    or ``key=value`` strings such as ``["data.root=/data", "model.layers.1.Linear.out_features=64"]``.
     """
-    from omegaconf import OmegaConf
-
     ckpt = load_checkpoint(path)
-    config = OmegaConf.merge(OmegaConf.create(ckpt.config), OmegaConf.create(overrides or {}))
-    config = OmegaConf.to_container(config, resolve=True)
+    config = _apply_overrides(ckpt.config, overrides)
     config["trainer"].update(resume=None, run_dir=None)
     trainer = Trainer(config, model=model)
     _load_weights(trainer.model, ckpt, trainer.config.to_dict(), trainer.device)
