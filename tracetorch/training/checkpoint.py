@@ -302,9 +302,19 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
 
 
 def _read_structured(path: Path, kind: str) -> Any:
+    """JSON, or YAML with the safe loader and the spec loader's size limits (no alias bombs)."""
+    from tracetorch.builder.yaml_lines import check_node_size
+
     try:
         text = path.read_text(encoding="utf-8")
-        return json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+        if kind == "JSON":
+            return json.loads(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            check_node_size(node)
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise CheckpointError(f"{path}: not valid {kind} (nested too deeply)") from None
     except (ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise CheckpointError(f"{path}: not valid {kind} ({type(err).__name__}: {err})") from None
 
