@@ -22,6 +22,7 @@ from tracetorch.cli import train as train_cli
 from tracetorch.cli.config import ConfigError, check_overrides, compose_config
 from tracetorch.training.config import TrainConfig
 
+
 def many(count: int) -> settings:
     return settings(max_examples=count, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -101,8 +101,8 @@ def check_node_size(node: yaml.Node) -> int:
             children = []
         total = 1 + sum(measure(child, depth + 1) for child in children)
         if total > MAX_VALUES:
-            raise ValueError(f"YAML error: the document expands to more than {MAX_VALUES} values through aliases (&anchor/*alias); "
-                             f"refusing it")
+            raise ValueError(f"YAML error: the document expands to more than {MAX_VALUES} values through aliases "
+                             f"(&anchor/*alias); refusing it")
         open_nodes.discard(key)
         sizes[key] = total
         return total
