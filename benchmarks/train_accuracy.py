@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides for every run")
     parser.add_argument("--run-dir", default="outputs/bench", help="where each run writes checkpoints and plots")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=140)
     table = Table(title="tt-train accuracy benchmark")
     for column in ("run", "epochs", "steps T", "test accuracy", "target", "met", "train samples/s", "test samples/s", "wall s"):
         table.add_column(column, justify="left" if column == "run" else "right")

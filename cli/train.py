@@ -17,7 +17,6 @@ import sys
 
 import hydra
 from omegaconf import DictConfig
-
 from tracetorch.cli.config import ConfigError, check_overrides, resolve_config
 from tracetorch.cli.errors import USER_ERRORS, fail
 

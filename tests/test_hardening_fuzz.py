@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_builder_property import documents, plausible_documents
+from tracetorch.cli import train as train_cli
+from tracetorch.cli.config import ConfigError, check_overrides, compose_config
 
 import tracetorch as tt
 from tracetorch.builder import SpecError
-from tracetorch.cli import train as train_cli
-from tracetorch.cli.config import ConfigError, check_overrides, compose_config
 from tracetorch.training.config import TrainConfig
 
 

@@ -7,12 +7,13 @@ Example:
     torch.Size([2, 4])
 """
 
-from tracetorch import builder, functional, snn
+from tracetorch import builder, functional, online, snn
 from tracetorch.builder import build_model, load_spec
 from tracetorch.core import Layer, Model, Sequential, StateFileError
 
 __version__ = "0.20.0"
 
 __all__ = [
-    "builder", "build_model", "load_spec", "functional", "snn", "Layer", "Model", "Sequential", "StateFileError", "__version__",
+    "builder", "build_model", "load_spec", "functional", "online", "snn", "Layer", "Model", "Sequential", "StateFileError",
+    "__version__",
 ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = ["TrainConfig", "DataConfig", "EncoderConfig", "OptimConfig", "TrainerConfig"]
 
@@ -63,10 +63,18 @@ class OptimConfig(_Open):
 
 
 class TrainerConfig(_Closed):
-    """How to train: epochs, BPTT or online (``detach_every``), readout, device, checkpoints."""
+    """How to train: epochs, learning rule, readout, device, checkpoints.
+
+    ``learning``: ``bptt`` (whole sequence), ``tbptt`` (``detach_every = k`` steps per
+    backward), ``trace`` (online, no BPTT: presynaptic traces, see
+    :mod:`tracetorch.online`; ``update_every`` steps per optimizer step, null: once per
+    sequence). Unset, it is ``tbptt`` when ``detach_every`` is set, else ``bptt``.
+    """
 
     epochs: int = Field(10, ge=1)
+    learning: Literal["bptt", "tbptt", "trace"] | None = None
     detach_every: int | None = Field(None, ge=1)
+    update_every: int | None = Field(None, ge=1)
     readout: Literal["mean", "per_step", "last"] = "mean"
     grad_clip: float | None = Field(1.0, gt=0)
     device: str = "auto"
@@ -82,6 +90,21 @@ class TrainerConfig(_Closed):
     eval_every: int = Field(1, ge=1)
     limit_train_batches: int | None = Field(None, ge=1)
     limit_test_batches: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _resolve_learning(self) -> TrainerConfig:
+        if self.learning is None:
+            self.learning = "bptt" if self.detach_every is None else "tbptt"
+        if self.learning == "bptt" and self.detach_every is not None:
+            raise ValueError("trainer.detach_every is the truncation window of learning=tbptt, not bptt")
+        if self.learning == "tbptt" and self.detach_every is None:
+            raise ValueError("trainer.learning=tbptt needs trainer.detach_every (steps per backward)")
+        if self.learning == "trace" and self.detach_every is not None:
+            raise ValueError("learning=trace detaches every step; set trainer.update_every (steps per optimizer step), "
+                             "not trainer.detach_every")
+        if self.learning != "trace" and self.update_every is not None:
+            raise ValueError(f"trainer.update_every applies to learning=trace only (got learning={self.learning})")
+        return self
 
 
 class TrainConfig(_Closed):

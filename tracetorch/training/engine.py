@@ -54,6 +54,7 @@ from tracetorch.data.datasets import load_dataset
 from tracetorch.data.encoders import Encoder, make_encoder
 from tracetorch.data.registry import call_with_checked_kwargs, import_callable
 from tracetorch.data.splits import Part, Splits
+from tracetorch.online.trace import enable_trace_learning
 from tracetorch.training.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -190,6 +191,8 @@ class Trainer:
         self.encoder: Encoder | None = None if self.splits.sequence else make_encoder(cfg.encoder.model_dump())
         self.num_steps = self.splits.num_steps if self.splits.sequence else self.encoder.num_steps  # type: ignore[union-attr]
         self.model = (model if model is not None else build_model(cfg.model, self.splits)).to(self.device)
+        if cfg.trainer.learning == "trace":
+            enable_trace_learning(self.model)
         self._check_output()
         self.readout = get_readout(cfg.trainer.readout)
         self.optimizer = self._make_optimizer()
@@ -293,11 +296,16 @@ class Trainer:
         if not torch.isfinite(loss.detach()).all():
             return self._non_finite(f"loss ({float(loss.detach()):g})", *self._replay)
         self.optimizer.zero_grad(set_to_none=True)
+        self._backward(loss)
+        return self._update()
+
+    def _backward(self, loss: Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def _update(self) -> bool:
+        """Clip and apply the accumulated gradient, then clear it; a non-finite gradient is never applied."""
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
-        else:
-            loss.backward()
         params = [p for p in self.model.parameters() if p.grad is not None]
         if self.config.trainer.grad_clip is not None:
             norm = nn.utils.clip_grad_norm_(params, self.config.trainer.grad_clip)
@@ -313,6 +321,7 @@ class Trainer:
             self.scaler.update()
         else:
             self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         return True
 
@@ -335,6 +344,8 @@ class Trainer:
         """One batch of training; returns the detached output ``[T, B, C]`` and its loss (None: skipped, non-finite)."""
         k = self.config.trainer.detach_every
         _zero_states(self.model)
+        if self.config.trainer.learning == "trace":
+            return self._train_batch_trace(x_seq, y)
         if k is None:
             with self._autocast():
                 out = run_sequence(self.model, x_seq)
@@ -360,6 +371,34 @@ class Trainer:
         if not torch.isfinite(loss).all() and not self._non_finite(f"loss ({float(loss):g})", x_seq, 0, None):
             return None
         return out, loss
+
+    def _train_batch_trace(self, x_seq: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Online (OTTT): per step forward, backward of the step's loss, detach; update every ``update_every`` steps."""
+        steps = x_seq.shape[0]
+        k = self.config.trainer.update_every or steps
+        self.optimizer.zero_grad(set_to_none=True)
+        outs, pending = [], False
+        for t, x_t in enumerate(x_seq.unbind(0)):
+            states = snapshot_states(self.model)
+            with self._autocast():
+                out_t = self.model(x_t)
+            loss = self.readout.chunk_loss(out_t.unsqueeze(0).float(), y, t, steps)
+            self._replay = (x_seq[t : t + 1], t, states)
+            if loss is not None:
+                if not torch.isfinite(loss.detach()).all():
+                    if not self._non_finite(f"loss ({float(loss.detach()):g})", *self._replay):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return None
+                self._backward(loss)
+                pending = True
+            _detach_states(self.model)
+            outs.append(out_t.detach().float())
+            if pending and ((t + 1) % k == 0 or t == steps - 1):
+                if not self._update():
+                    return None
+                pending = False
+        out = torch.stack(outs)
+        return out, self.readout.loss(out, y)
 
     # ---- epochs --------------------------------------------------------------------
 
