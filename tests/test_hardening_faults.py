@@ -70,22 +70,22 @@ def test_nan_in_a_layer_stops_with_step_layer_and_last_good_checkpoint(tmp_path)
     assert all(torch.isfinite(w).all() for w in load_checkpoint(good).weights.values())
 
 
-def test_nan_input_stops_naming_the_input(tmp_path):
-    trainer = make_trainer(tmp_path, tiny_splits(poison_sample=int(torch.randperm(96)[0])))
+@pytest.mark.parametrize("learning", [{}, {"learning": "trace"}])
+def test_nan_input_stops_naming_the_input(tmp_path, learning):
+    trainer = make_trainer(tmp_path, tiny_splits(poison_sample=int(torch.randperm(96)[0])), **learning)
     with pytest.raises(NonFiniteError, match=r"^non-finite loss \(nan\) at training step \d+ \(epoch 1, batch \d+\); first "
                        r"non-finite output: the input itself holds non-finite values \(first at timestep 0\)\. Training "
                        r"stopped before applying it; no checkpoint was written yet\."):
         trainer.fit()
 
 
-@pytest.mark.parametrize("detach_every", [None, 2])
-def test_nan_policy_skip_drops_the_batch_and_trains_on(tmp_path, detach_every):
+@pytest.mark.parametrize(("learning", "steps_per_batch"), [({}, 1), ({"detach_every": 2}, 2), ({"learning": "trace"}, 1)])
+def test_nan_policy_skip_drops_the_batch_and_trains_on(tmp_path, learning, steps_per_batch):
     splits = tiny_splits(poison_sample=7)
-    trainer = make_trainer(tmp_path, splits, nan_policy="skip", detach_every=detach_every, checkpoint=False)
+    trainer = make_trainer(tmp_path, splits, nan_policy="skip", checkpoint=False, **learning)
     trainer.fit()
     record = trainer.history[-1]
     assert record["skipped_batches"] == 1
-    steps_per_batch = 1 if detach_every is None else 2
     assert trainer.global_step == 5 * steps_per_batch  # 6 batches, one skipped before any optimizer step
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
     assert record["train_loss"] == pytest.approx(record["train_loss"]) and record["test_accuracy"] is not None
