@@ -60,26 +60,33 @@ def wait_for(condition, process: subprocess.Popen, timeout: float, poll: float =
     return False
 
 
-def kill_and_resume(run_dir: Path, args: list[str], kills: int, during_writes: int, seed: int) -> dict[str, int]:
-    """SIGKILL ``tt-train`` ``kills`` times (at least ``during_writes`` while a checkpoint is being written), each time
-    restarting it with ``trainer.resume=auto``; then let it finish. Returns counts of what happened."""
+def latest_step(run_dir: Path) -> int:
+    return max((int(name.split("_")[1]) for name in complete_steps(run_dir)), default=0)
+
+
+def kill_and_resume(run_dir: Path, args: list[str], total_steps: int, kills: int, during_writes: int, seed: int) -> dict:
+    """SIGKILL ``tt-train`` ``kills`` times at moments spread over the run (at least ``during_writes`` of them while a
+    checkpoint is being written), each time restarting it with ``trainer.resume=auto``; then let it finish."""
     rng = random.Random(seed)
-    done = {"kills": 0, "during_write": 0, "starts": 0}
+    targets = sorted(rng.sample(range(1, total_steps - 3), kills))  # kill soon after these steps are checkpointed
+    done = {"kills": 0, "during_write": 0, "starts": 0, "targets": targets}
     while True:
         resume = ["trainer.resume=auto"] if complete_steps(run_dir) else []
         process = tt_train([*args, *resume], run_dir)
         done["starts"] += 1
-        want_write = done["during_write"] < during_writes and done["starts"] % 2 == 0
         if done["kills"] >= kills and done["during_write"] >= during_writes:
             assert process.wait(timeout=300) == 0, (run_dir.parent / f"{run_dir.name}.log").read_text()[-3000:]
             return done
-        if want_write:  # the moment this process starts writing a checkpoint
-            hit = wait_for(lambda pid=process.pid: partial_of(run_dir, pid), process, timeout=120)
-        else:  # a random moment after it made progress (a new complete checkpoint)
-            before = complete_steps(run_dir)
-            hit = wait_for(lambda seen=before: complete_steps(run_dir) - seen, process, timeout=120, poll=0.01)
+        target = targets[min(done["kills"], kills - 1)]
+        kills_left, writes_left = kills - done["kills"], during_writes - done["during_write"]
+        if writes_left > 0 and (kills_left <= writes_left or done["starts"] % 2 == 0):
+            # the moment this process starts writing a checkpoint past the target step
+            hit = wait_for(lambda pid=process.pid, t=target: latest_step(run_dir) >= t and partial_of(run_dir, pid),
+                           process, timeout=120)
+        else:  # a random moment shortly after the target step was checkpointed
+            hit = wait_for(lambda t=target: latest_step(run_dir) >= t, process, timeout=120, poll=0.005)
             if hit:
-                time.sleep(rng.uniform(0.0, 0.3))
+                time.sleep(rng.uniform(0.0, 0.05))
         if process.poll() is not None:
             assert process.returncode == 0, (run_dir.parent / f"{run_dir.name}.log").read_text()[-3000:]
             pytest.fail(f"the run finished before {kills} kills ({done}); make it longer")
@@ -103,10 +110,10 @@ def assert_same_run(killed: Path, clean: Path) -> None:
     assert not list(killed.glob(".*.tmp")) and not list(killed.glob(".write-test-*"))
 
 
-def run_kill_test(tmp_path: Path, args: list[str], kills: int, during_writes: int, seed: int) -> dict[str, int]:
+def run_kill_test(tmp_path: Path, args: list[str], total_steps: int, kills: int, during_writes: int, seed: int) -> dict:
     clean_dir, killed_dir = tmp_path / "clean", tmp_path / "killed"
     clean = tt_train(args, clean_dir)  # the reference run, in parallel with the killing
-    counts = kill_and_resume(killed_dir, args, kills=kills, during_writes=during_writes, seed=seed)
+    counts = kill_and_resume(killed_dir, args, total_steps, kills=kills, during_writes=during_writes, seed=seed)
     assert clean.wait(timeout=300) == 0, (tmp_path / "clean.log").read_text()[-3000:]
     assert_same_run(killed_dir, clean_dir)
     records = read_jsonl(killed_dir / "metrics.jsonl")
@@ -115,7 +122,7 @@ def run_kill_test(tmp_path: Path, args: list[str], kills: int, during_writes: in
 
 
 def test_sigkill_at_random_moments_then_resume_auto_matches_a_clean_run(tmp_path):
-    counts = run_kill_test(tmp_path, SMALL, kills=10, during_writes=3, seed=0)
+    counts = run_kill_test(tmp_path, SMALL, 24, kills=10, during_writes=3, seed=0)
     assert counts["kills"] >= 10 and counts["during_write"] >= 3
     print(json.dumps(counts))
 
@@ -123,5 +130,5 @@ def test_sigkill_at_random_moments_then_resume_auto_matches_a_clean_run(tmp_path
 @pytest.mark.slow
 def test_sigkill_many_times_online_learning(tmp_path):
     args = [*SMALL, "trainer.detach_every=2", "trainer.keep_checkpoints=5"]
-    counts = run_kill_test(tmp_path, args, kills=25, during_writes=8, seed=1)
+    counts = run_kill_test(tmp_path, args, 96, kills=25, during_writes=8, seed=1)
     assert counts["kills"] >= 25
