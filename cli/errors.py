@@ -6,8 +6,9 @@ import sys
 from typing import NoReturn
 
 from tracetorch.core.state_io import StateFileError
+from tracetorch.training.faults import NonFiniteError, RunDirError
 
-USER_ERRORS = (ValueError, KeyError, FileNotFoundError, StateFileError)
+USER_ERRORS = (ValueError, KeyError, FileNotFoundError, StateFileError, NonFiniteError, RunDirError)
 
 
 def fail(program: str, err: BaseException) -> NoReturn:

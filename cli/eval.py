@@ -22,8 +22,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
 
-    from omegaconf import OmegaConf
-
     from tracetorch.training import evaluate_checkpoint
     from tracetorch.training.progress import summary_table
 
@@ -31,8 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     if bad:
         parser.error(f"overrides must be key=value, got {' '.join(bad)}")
     try:
-        overrides = OmegaConf.to_container(OmegaConf.from_dotlist(args.overrides))
-        result = evaluate_checkpoint(args.checkpoint, overrides, split=args.split)
+        result = evaluate_checkpoint(args.checkpoint, args.overrides, split=args.split)
     except USER_ERRORS as err:
         fail("tt-eval", err)
     if args.json:

@@ -16,10 +16,12 @@ from __future__ import annotations
 import sys
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+from tracetorch.cli.config import ConfigError, check_overrides, resolve_config
 from tracetorch.cli.errors import USER_ERRORS, fail
 
 __all__ = ["main", "run"]
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def run(cfg: DictConfig) -> float:
@@ -30,11 +32,11 @@ def run(cfg: DictConfig) -> float:
     from tracetorch.training import Interrupted, Trainer
     from tracetorch.training.progress import RichProgress, summary_table
 
-    config = OmegaConf.to_container(cfg, resolve=True)
-    if not config["trainer"].get("run_dir"):
-        config["trainer"]["run_dir"] = HydraConfig.get().runtime.output_dir
     console = Console()
     try:
+        config = resolve_config(cfg).to_dict()
+        if not config["trainer"].get("run_dir"):
+            config["trainer"]["run_dir"] = HydraConfig.get().runtime.output_dir
         trainer = Trainer(config)
         console.print(f"[bold]run dir[/bold] {trainer.run_dir}  [bold]device[/bold] {trainer.device}  "
                       f"[bold]data[/bold] {trainer.splits.name} ({len(trainer.splits.train)} train / "
@@ -55,8 +57,19 @@ def run(cfg: DictConfig) -> float:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://tracetorch.configs", config_name="train")
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     return run(cfg)
+
+
+def main() -> None:
+    """Check the overrides (one clear error, exit 2), then let Hydra run (or sweep) with them."""
+    args = sys.argv[1:]
+    if not any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):  # --help, --cfg, -cn ...: Hydra's business
+        try:
+            check_overrides([a for a in args if a not in MULTIRUN_FLAGS], multirun=any(a in MULTIRUN_FLAGS for a in args))
+        except ConfigError as err:
+            fail("tt-train", err)
+    hydra_main()
 
 
 if __name__ == "__main__":

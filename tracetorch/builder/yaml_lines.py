@@ -16,7 +16,10 @@ import yaml
 
 from tracetorch.builder.errors import Loc
 
-__all__ = ["load_yaml"]
+__all__ = ["load_yaml", "check_node_size", "MAX_VALUES", "MAX_DEPTH"]
+
+MAX_VALUES = 100_000  # values a document may expand to through aliases (a "billion laughs" file expands to billions)
+MAX_DEPTH = 100  # nesting levels
 
 
 def load_yaml(text: str) -> tuple[Any, dict[Loc, int], list[tuple[Loc, int, str]]]:
@@ -26,10 +29,19 @@ def load_yaml(text: str) -> tuple[Any, dict[Loc, int], list[tuple[Loc, int, str]
     ``problems`` lists YAML syntax errors and duplicate keys as ``(loc, line, message)``;
     on a syntax error ``data`` is ``None``.
     """
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader already refuses control characters
+    except yaml.YAMLError as err:
+        return None, {}, [((), 0, f"YAML error: {err}")]
     try:
         node = loader.get_single_node()
+        if node is not None:
+            check_node_size(node)
         data = loader.construct_document(node) if node is not None else None
+    except ValueError as err:
+        return None, {}, [((), 0, str(err))]
+    except RecursionError:
+        return None, {}, [((), 0, f"YAML error: nested too deeply (more than {MAX_DEPTH} levels)")]
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -62,3 +74,37 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], problems: list[tuple
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             _walk(item, (*loc, index), lines, problems)
+
+
+def check_node_size(node: yaml.Node) -> int:
+    """Count the values ``node`` expands to (aliases counted at every use); ``ValueError`` beyond the limits.
+
+    Linear in the number of distinct nodes, so an alias bomb is refused before it is expanded.
+    """
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def measure(current: yaml.Node, depth: int) -> int:
+        key = id(current)
+        if key in sizes:
+            return sizes[key]
+        if depth > MAX_DEPTH:
+            raise ValueError(f"YAML error: nested too deeply (more than {MAX_DEPTH} levels)")
+        if key in open_nodes:
+            raise ValueError("YAML error: an alias refers to a value that contains it (recursive structure)")
+        open_nodes.add(key)
+        if isinstance(current, yaml.MappingNode):
+            children = [child for pair in current.value for child in pair]
+        elif isinstance(current, yaml.SequenceNode):
+            children = list(current.value)
+        else:
+            children = []
+        total = 1 + sum(measure(child, depth + 1) for child in children)
+        if total > MAX_VALUES:
+            raise ValueError(f"YAML error: the document expands to more than {MAX_VALUES} values through aliases "
+                             f"(&anchor/*alias); refusing it")
+        open_nodes.discard(key)
+        sizes[key] = total
+        return total
+
+    return measure(node, 0)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -50,23 +51,37 @@ def atomic_write(path: str | Path, write) -> None:  # type: ignore[no-untyped-de
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:  # write() errors name no file
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
 def write_state_file(path: str | Path, states: dict[str, Tensor]) -> None:
-    """Write ``states`` to ``path`` (format by suffix) atomically."""
+    """Write ``states`` to ``path`` (format by suffix) atomically.
+
+    The file is serialized in memory and written with plain file I/O, so a full disk or
+    a size quota is an ``OSError`` naming the file (never a library-specific error).
+    """
     path = Path(path)
     suffix = _suffix(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in states.items()}
     if suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"format": "tracetorch-states"}))
+        data = save(tensors, metadata={"format": "tracetorch-states"})
     else:
-        atomic_write(path, lambda tmp: torch.save(tensors, tmp))
+        buffer = io.BytesIO()
+        torch.save(tensors, buffer)
+        data = buffer.getvalue()
+
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+
+    atomic_write(path, write)
 
 
 def read_state_file(path: str | Path) -> dict[str, Tensor]:

@@ -10,10 +10,13 @@ A checkpoint ``<run_dir>/checkpoints/step_<global step>/`` holds
 * ``config.yaml``: the resolved training config;
 * ``manifest.json``: size and SHA-256 of every file above, written last.
 
-Every file is written with :func:`tracetorch.core.state_io.atomic_write` (temporary file
-+ ``os.replace``). A checkpoint without a manifest, or whose files do not match it, is
-refused with a :class:`CheckpointError` naming the problem, so a crash mid-write never
-passes for a good checkpoint.
+Crash safety: a checkpoint is written into a hidden sibling directory
+(``.step_<n>.partial-<pid>``), every file and the directory are flushed to disk, and
+only then is the directory renamed to its real name, so ``step_*`` directories are
+always complete; a process killed mid-write leaves only a hidden partial directory,
+which :func:`remove_partial_checkpoints` cleans up on the next start. A checkpoint
+without a manifest, or whose files do not match it, is refused with a
+:class:`CheckpointError` naming the problem.
 
 Example:
     >>> import tempfile, torch
@@ -29,7 +32,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +50,14 @@ from tracetorch.core.state_io import StateFileError, atomic_write, read_state_fi
 __all__ = [
     "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
     "pack_tree", "unpack_tree", "capture_rng", "restore_rng", "model_states", "load_model_states",
+    "remove_partial_checkpoints", "prune_checkpoints", "list_checkpoints",
 ]
 
 FORMAT = "tracetorch-checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
+FILES = ("model.safetensors", "states.safetensors", "trainer.safetensors", "trainer.json", "config.yaml")
+PARTIAL = ".partial-"  # hidden directories being written: ``.<name>.partial-<pid>`` (and ``.old-`` while swapping)
 
 
 class CheckpointError(ValueError):
@@ -193,6 +201,20 @@ class Checkpoint:
     manifest: dict[str, Any]
 
 
+def _fsync_dir(path: Path) -> None:
+    """Flush a directory entry (renames) to disk; a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def save_checkpoint(
     directory: str | Path,
     *,
@@ -201,25 +223,48 @@ def save_checkpoint(
     config: dict[str, Any],
     info: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a checkpoint into ``directory`` (created; an old manifest there is removed first)."""
+    """Write a checkpoint to ``directory`` all at once: complete, or not there at all.
+
+    The files go into a hidden partial directory beside it, which is renamed to
+    ``directory`` once every file is on disk. An existing ``directory`` is replaced
+    only after the new checkpoint is complete. On any error (disk full, permission) the
+    partial directory is removed and the error re-raised; other checkpoints are untouched.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / MANIFEST).unlink(missing_ok=True)
-    weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    write_state_file(directory / "model.safetensors", weights)
-    write_state_file(directory / "states.safetensors", model_states(model))
-    skeleton, tensors = pack_tree(trainer_state)
-    write_state_file(directory / "trainer.safetensors", tensors)
-    _write_text(directory / "trainer.json", json.dumps(skeleton))
-    _write_text(directory / "config.yaml", yaml.safe_dump(config, sort_keys=False))
-    files = ["model.safetensors", "states.safetensors", "trainer.safetensors", "trainer.json", "config.yaml"]
-    manifest = {
-        "format": FORMAT,
-        "version": VERSION,
-        **(info or {}),
-        "files": {name: {"bytes": (directory / name).stat().st_size, "sha256": _sha256(directory / name)} for name in files},
-    }
-    _write_text(directory / MANIFEST, json.dumps(manifest, indent=2))
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    partial = directory.parent / f".{directory.name}{PARTIAL}{os.getpid()}"
+    if partial.exists():
+        shutil.rmtree(partial)
+    try:
+        partial.mkdir()
+        weights = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+        write_state_file(partial / "model.safetensors", weights)
+        write_state_file(partial / "states.safetensors", model_states(model))
+        skeleton, tensors = pack_tree(trainer_state)
+        write_state_file(partial / "trainer.safetensors", tensors)
+        _write_text(partial / "trainer.json", json.dumps(skeleton))
+        _write_text(partial / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+        manifest = {
+            "format": FORMAT,
+            "version": VERSION,
+            **(info or {}),
+            "files": {name: {"bytes": (partial / name).stat().st_size, "sha256": _sha256(partial / name)} for name in FILES},
+        }
+        _write_text(partial / MANIFEST, json.dumps(manifest, indent=2))
+        _fsync_dir(partial)
+        old = None
+        if directory.exists():
+            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(directory, old)
+        os.replace(partial, directory)
+        _fsync_dir(directory.parent)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return directory
 
 
@@ -233,22 +278,49 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: incomplete checkpoint (no {MANIFEST}); it was interrupted while being written")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
+    except (ValueError, UnicodeDecodeError) as err:
         raise CheckpointError(f"{path}: not valid JSON ({err})") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise CheckpointError(f"{path}: not a {FORMAT} v{VERSION} manifest")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or set(files) != set(FILES) or not all(
+        isinstance(m, dict) and isinstance(m.get("bytes"), int) and isinstance(m.get("sha256"), str) for m in files.values()
+    ):
+        raise CheckpointError(f"{path}: malformed manifest (it must list exactly {', '.join(FILES)} with bytes and sha256)")
     if verify:
-        for name, meta in manifest["files"].items():
+        for name, meta in files.items():
             file = directory / name
             if not file.is_file():
                 raise CheckpointError(f"{directory}: file {name} listed in the manifest is missing")
-            if file.stat().st_size != meta["bytes"] or _sha256(file) != meta["sha256"]:
+            size = file.stat().st_size
+            if size != meta["bytes"]:
+                raise CheckpointError(f"{directory}: file {name} has {size} bytes but the manifest says {meta['bytes']} "
+                                      f"(truncated or modified)")
+            if _sha256(file) != meta["sha256"]:
                 raise CheckpointError(f"{directory}: file {name} does not match its manifest entry (corrupt or modified)")
     return manifest
 
 
+def _read_structured(path: Path, kind: str) -> Any:
+    """JSON, or YAML with the safe loader and the spec loader's size limits (no alias bombs)."""
+    from tracetorch.builder.yaml_lines import check_node_size
+
+    try:
+        text = path.read_text(encoding="utf-8")
+        if kind == "JSON":
+            return json.loads(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            check_node_size(node)
+        return yaml.safe_load(text)
+    except RecursionError:
+        raise CheckpointError(f"{path}: not valid {kind} (nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise CheckpointError(f"{path}: not valid {kind} ({type(err).__name__}: {err})") from None
+
+
 def load_checkpoint(directory: str | Path) -> Checkpoint:
-    """Read and verify a checkpoint written by :func:`save_checkpoint`."""
+    """Read and verify a checkpoint written by :func:`save_checkpoint` (nothing is unpickled)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     try:
@@ -257,19 +329,58 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
         tensors = read_state_file(directory / "trainer.safetensors")
     except StateFileError as err:
         raise CheckpointError(str(err)) from None
-    skeleton = json.loads((directory / "trainer.json").read_text(encoding="utf-8"))
-    config = yaml.safe_load((directory / "config.yaml").read_text(encoding="utf-8"))
-    return Checkpoint(directory, weights, states, unpack_tree(skeleton, tensors), config, manifest)
+    skeleton = _read_structured(directory / "trainer.json", "JSON")
+    config = _read_structured(directory / "config.yaml", "YAML")
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{directory / 'config.yaml'}: expected a mapping, got {type(config).__name__}")
+    try:
+        trainer = unpack_tree(skeleton, tensors)
+    except (TypeError, ValueError, AttributeError) as err:
+        raise CheckpointError(f"{directory / 'trainer.json'}: malformed trainer state ({err})") from None
+    if not isinstance(trainer, dict):
+        raise CheckpointError(f"{directory / 'trainer.json'}: expected a mapping, got {type(trainer).__name__}")
+    return Checkpoint(directory, weights, states, trainer, config, manifest)
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """``(global_step, path)`` of every complete checkpoint under ``run_dir/checkpoints``, oldest first."""
+    found = []
+    for candidate in sorted(Path(run_dir, "checkpoints").glob("*/")):
+        if candidate.name.startswith("."):
+            continue
+        try:
+            step = int(read_manifest(candidate, verify=False).get("global_step", -1))
+        except (CheckpointError, TypeError, ValueError):
+            continue
+        found.append((step, candidate))
+    return sorted(found, key=lambda item: item[0])
+
+
+def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
+    """Delete the hidden partial directories a killed writer left under ``run_dir/checkpoints``; returns them.
+
+    Call it only when no other process writes checkpoints to this run.
+    """
+    removed = []
+    for leftover in Path(run_dir, "checkpoints").glob(".*"):
+        if leftover.is_dir() and (PARTIAL in leftover.name or ".old-" in leftover.name):
+            shutil.rmtree(leftover, ignore_errors=True)
+            removed.append(leftover)
+    return removed
+
+
+def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest complete checkpoints; returns the deleted ones."""
+    checkpoints = list_checkpoints(run_dir)
+    doomed = [path for _, path in checkpoints[: max(len(checkpoints) - keep, 0)]]
+    for path in doomed:  # hidden first, so a removal cut short never leaves a broken step_* directory
+        trash = path.parent / f".{path.name}.old-{os.getpid()}"
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    return doomed
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
     """The complete checkpoint with the highest global step under ``run_dir/checkpoints`` (None if none)."""
-    best: tuple[int, Path] | None = None
-    for candidate in sorted(Path(run_dir, "checkpoints").glob("*/")):
-        try:
-            step = int(read_manifest(candidate, verify=False).get("global_step", -1))
-        except CheckpointError:
-            continue
-        if best is None or step >= best[0]:
-            best = (step, candidate)
-    return None if best is None else best[1]
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1][1] if checkpoints else None

@@ -82,6 +82,9 @@ class TrainerConfig(_Closed):
     resume: str | None = None
     run_dir: str | None = None
     checkpoint: bool = True
+    checkpoint_every: int | None = Field(None, ge=1)
+    keep_checkpoints: int | None = Field(None, ge=1)
+    nan_policy: Literal["stop", "skip"] = "stop"
     plots: bool = True
     progress: bool = True
     eval_every: int = Field(1, ge=1)

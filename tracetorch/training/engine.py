@@ -20,12 +20,21 @@ Reproducibility: the sample order of epoch ``e`` and the encoder's randomness fo
 ``b`` come from generators seeded by ``(seed, e, b)``; global RNG states are saved in
 every checkpoint. So a run stopped after any batch and resumed from its checkpoint ends
 bit-identical to one that never stopped (on the same device).
+
+Faults: ``trainer.checkpoint_every`` adds mid-epoch checkpoints (written all at once, see
+:mod:`tracetorch.training.checkpoint`), so a killed job loses at most that many batches.
+A NaN/inf loss or gradient stops training with :class:`NonFiniteError` naming the step
+and the first layer whose output went non-finite, before the optimizer applies it
+(``trainer.nan_policy=skip`` drops such batches instead and counts them in
+``skipped_batches``). A run dir that cannot be written (disk full, permissions) raises
+:class:`RunDirError`; earlier checkpoints stay intact.
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import os
 import random
 import signal
 import threading
@@ -47,20 +56,32 @@ from tracetorch.data.registry import call_with_checked_kwargs, import_callable
 from tracetorch.data.splits import Part, Splits
 from tracetorch.online.trace import enable_trace_learning
 from tracetorch.training.checkpoint import (
+    Checkpoint,
     CheckpointError,
     capture_rng,
     latest_checkpoint,
     load_checkpoint,
     load_model_states,
+    prune_checkpoints,
+    remove_partial_checkpoints,
     restore_rng,
     save_checkpoint,
 )
 from tracetorch.training.config import TrainConfig
+from tracetorch.training.faults import (
+    NonFiniteError,
+    RunDirError,
+    config_differences,
+    locate_non_finite,
+    restore_states,
+    snapshot_states,
+)
 from tracetorch.training.metrics import Meter, SpikeMonitor, write_jsonl
 from tracetorch.training.readout import get_readout
 
 __all__ = [
     "Trainer", "train", "evaluate_checkpoint", "build_model", "resolve_device", "seed_everything", "derive_seed", "Interrupted",
+    "NonFiniteError", "RunDirError",
 ]
 
 STREAM_ORDER, STREAM_TRAIN, STREAM_TEST, STREAM_PLOT = 0, 1, 2, 3
@@ -185,8 +206,11 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.meter = Meter()
         self._stop = {"stop": False}
+        self._replay: tuple[Tensor, int, list | None] = (torch.zeros(0), 0, None)
         if cfg.trainer.resume:
             self.resume(cfg.trainer.resume)
+        if self.run_dir is not None:
+            self._prepare_run_dir()
 
     # ---- construction -----------------------------------------------------------
 
@@ -264,30 +288,60 @@ class Trainer:
 
     # ---- one batch -----------------------------------------------------------------
 
-    def _step(self, loss: Tensor) -> None:
+    def _step(self, loss: Tensor) -> bool:
+        """Backward + optimizer step; False (nothing applied) when ``nan_policy=skip`` meets a non-finite value.
+
+        ``self._replay`` = ``(x_seq, first timestep, states snapshot)`` of the loss, for the diagnosis.
+        """
+        if not torch.isfinite(loss.detach()).all():
+            return self._non_finite(f"loss ({float(loss.detach()):g})", *self._replay)
         self.optimizer.zero_grad(set_to_none=True)
         self._backward(loss)
-        self._update()
+        return self._update()
 
     def _backward(self, loss: Tensor) -> None:
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
 
-    def _update(self) -> None:
-        """Clip and apply the accumulated gradient, then clear it."""
+    def _update(self) -> bool:
+        """Clip and apply the accumulated gradient, then clear it; a non-finite gradient is never applied."""
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
+        params = [p for p in self.model.parameters() if p.grad is not None]
         if self.config.trainer.grad_clip is not None:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.trainer.grad_clip)
-        if self.scaler is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.config.trainer.grad_clip)
+        else:
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params])) if params else None
+        if self.scaler is None and norm is not None and not torch.isfinite(norm):
+            bad = [name for name, p in self.model.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+            self.optimizer.zero_grad(set_to_none=True)
+            where = f"non-finite gradients in {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}"
+            return self._non_finite(f"gradient norm ({float(norm):g})", *self._replay, where=where)
+        if self.scaler is not None:  # fp16: the scaler itself skips steps with inf gradients
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
+        return True
 
-    def train_batch(self, x_seq: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """One batch of training; returns the detached output ``[T, B, C]`` and its loss."""
+    def _non_finite(self, what: str, x_seq: Tensor, start: int, states: list | None, where: str | None = None) -> bool:
+        """``nan_policy=skip``: return False; ``stop``: raise :class:`NonFiniteError` naming the step and layer."""
+        if self.config.trainer.nan_policy == "skip":
+            return False
+        if where is None:
+            where = "first non-finite output: " + locate_non_finite(self.model, x_seq, states, first_step=start,
+                                                                     autocast=self._autocast)
+        last = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
+        kept = f"the last good checkpoint is {last}" if last is not None else "no checkpoint was written yet"
+        raise NonFiniteError(
+            f"non-finite {what} at training step {self.global_step + 1} (epoch {self.epoch + 1}, batch {self.batch + 1}); "
+            f"{where}. Training stopped before applying it; {kept}. Lower optim.lr, set "
+            f"trainer.grad_clip, or set trainer.nan_policy=skip to skip such batches"
+        )
+
+    def train_batch(self, x_seq: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
+        """One batch of training; returns the detached output ``[T, B, C]`` and its loss (None: skipped, non-finite)."""
         k = self.config.trainer.detach_every
         _zero_states(self.model)
         if self.config.trainer.learning == "trace":
@@ -296,38 +350,52 @@ class Trainer:
             with self._autocast():
                 out = run_sequence(self.model, x_seq)
             loss = self.readout.loss(out.float(), y)
-            self._step(loss)
+            self._replay = (x_seq, 0, None)
+            if not self._step(loss):
+                return None
             return out.detach().float(), loss.detach()
         steps = x_seq.shape[0]
         outs = []
         for start in range(0, steps, k):
+            states = snapshot_states(self.model)
             with self._autocast():
                 chunk = torch.stack([self.model(x_t) for x_t in x_seq[start : start + k].unbind(0)])
             loss = self.readout.chunk_loss(chunk.float(), y, start, steps)
-            if loss is not None:
-                self._step(loss)
+            self._replay = (x_seq[start : start + k], start, states)
+            if loss is not None and not self._step(loss):
+                return None
             _detach_states(self.model)
             outs.append(chunk.detach().float())
         out = torch.cat(outs)
-        return out, self.readout.loss(out, y)
+        loss = self.readout.loss(out, y)
+        if not torch.isfinite(loss).all() and not self._non_finite(f"loss ({float(loss):g})", x_seq, 0, None):
+            return None
+        return out, loss
 
-    def _train_batch_trace(self, x_seq: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def _train_batch_trace(self, x_seq: Tensor, y: Tensor) -> tuple[Tensor, Tensor] | None:
         """Online (OTTT): per step forward, backward of the step's loss, detach; update every ``update_every`` steps."""
         steps = x_seq.shape[0]
         k = self.config.trainer.update_every or steps
         self.optimizer.zero_grad(set_to_none=True)
         outs, pending = [], False
         for t, x_t in enumerate(x_seq.unbind(0)):
+            states = snapshot_states(self.model)
             with self._autocast():
                 out_t = self.model(x_t)
             loss = self.readout.chunk_loss(out_t.unsqueeze(0).float(), y, t, steps)
+            self._replay = (x_seq[t : t + 1], t, states)
             if loss is not None:
+                if not torch.isfinite(loss.detach()).all():
+                    if not self._non_finite(f"loss ({float(loss.detach()):g})", *self._replay):
+                        self.optimizer.zero_grad(set_to_none=True)
+                        return None
                 self._backward(loss)
                 pending = True
             _detach_states(self.model)
             outs.append(out_t.detach().float())
             if pending and ((t + 1) % k == 0 or t == steps - 1):
-                self._update()
+                if not self._update():
+                    return None
                 pending = False
         out = torch.stack(outs)
         return out, self.readout.loss(out, y)
@@ -352,16 +420,23 @@ class Trainer:
                 index = order[self.batch * bs : (self.batch + 1) * bs]
                 x, y = self._inputs(self.splits.train, index, self._generator(STREAM_TRAIN, epoch, self.batch))
                 monitor.reset()
-                out, loss = self.train_batch(x, y)
+                result = self.train_batch(x, y)
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
-                self.meter.add(float(loss), self.readout.correct(out, y), len(y))
-                self.meter.spike_total += monitor.total
-                self.meter.spike_numel += monitor.numel
+                if result is None:
+                    self.meter.skipped += 1
+                else:
+                    out, loss = result
+                    self.meter.add(float(loss), self.readout.correct(out, y), len(y))
+                    self.meter.spike_total += monitor.total
+                    self.meter.spike_numel += monitor.numel
                 self.meter.seconds += time.perf_counter() - start_time
                 self.batch += 1
                 if progress is not None:
                     progress.update_batch(self.meter)
+                every = cfg.trainer.checkpoint_every
+                if every and self.batch % every == 0 and self.batch < total and self._checkpointing():
+                    self.save_checkpoint()
         record = self._finish_epoch()
         if progress is not None:
             progress.end_epoch(record)
@@ -382,6 +457,7 @@ class Trainer:
             "test_loss": test["loss"],
             "test_accuracy": test["accuracy"],
             "test_spike_rate": test["spike_rate"],
+            "skipped_batches": m.skipped,
             "samples_per_s": m.samples_per_s,
             "epoch_seconds": m.seconds,
         }
@@ -428,10 +504,11 @@ class Trainer:
                     self.train_epoch(progress)
                     self.save_outputs()
             except KeyboardInterrupt:
-                path = self.save_checkpoint() if self.run_dir is not None and self.config.trainer.checkpoint else None
+                path = self.save_checkpoint() if self._checkpointing() else None
                 raise Interrupted(path) from None
         if self.run_dir is not None and self.config.trainer.plots:
-            self.plot()
+            with self._writing(self.run_dir):
+                self.plot()
         return self.summary()
 
     def summary(self) -> dict[str, Any]:
@@ -457,11 +534,42 @@ class Trainer:
 
     # ---- outputs -------------------------------------------------------------------
 
+    def _checkpointing(self) -> bool:
+        return self.run_dir is not None and self.config.trainer.checkpoint
+
+    @contextmanager
+    def _writing(self, target: Path) -> Iterator[None]:
+        """Turn an ``OSError`` while writing ``target`` into a :class:`RunDirError` that says what is still safe."""
+        try:
+            yield
+        except OSError as err:
+            last = latest_checkpoint(self.run_dir) if self.run_dir is not None else None
+            kept = f"the last complete checkpoint {last} is intact" if last is not None else "no checkpoint was written yet"
+            reason = err.strerror or str(err)
+            raise RunDirError(
+                f"cannot write {err.filename or target}: {reason} (errno {err.errno}); training stopped at step "
+                f"{self.global_step}; {kept}. Free space or choose another trainer.run_dir, then continue with "
+                f"trainer.resume=<checkpoint dir>"
+            ) from err
+
+    def _prepare_run_dir(self) -> None:
+        """Fail now, not after hours, when the run dir cannot be written; clean up partial checkpoints of killed runs."""
+        assert self.run_dir is not None
+        probe = self.run_dir / f".write-test-{os.getpid()}"
+        with self._writing(self.run_dir):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"ok")
+            probe.unlink()
+            remove_partial_checkpoints(self.run_dir)
+            for leftover in self.run_dir.glob(".*.tmp"):  # temporary files of atomic writes cut short by a kill
+                leftover.unlink(missing_ok=True)
+
     def save_outputs(self) -> None:
         if self.run_dir is None:
             return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        write_jsonl(self.run_dir / "metrics.jsonl", self.history)
+        with self._writing(self.run_dir / "metrics.jsonl"):
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            write_jsonl(self.run_dir / "metrics.jsonl", self.history)
         if self.config.trainer.checkpoint:
             self.save_checkpoint()
 
@@ -500,9 +608,15 @@ class Trainer:
             if self.run_dir is None:
                 raise ValueError("save_checkpoint needs a directory when trainer.run_dir is not set")
             directory = self.run_dir / "checkpoints" / f"step_{self.global_step:08d}"
+        directory = Path(directory)
         info = {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step}
-        return save_checkpoint(directory, model=self.model, trainer_state=self.trainer_state(),
-                               config=self.config.to_dict(), info=info)
+        with self._writing(directory):
+            save_checkpoint(directory, model=self.model, trainer_state=self.trainer_state(),
+                            config=self.config.to_dict(), info=info)
+            keep = self.config.trainer.keep_checkpoints
+            if keep and self.run_dir is not None and directory.parent == self.run_dir / "checkpoints":
+                prune_checkpoints(self.run_dir, keep)
+        return directory
 
     def resume(self, where: str | Path) -> Path:
         """Continue from a checkpoint directory, or ``auto``: the latest one in the run dir."""
@@ -517,25 +631,62 @@ class Trainer:
                 )
             where = found
         ckpt = load_checkpoint(where)
-        try:
-            self.model.load_state_dict({k: v.to(self.device) for k, v in ckpt.weights.items()})
-        except RuntimeError as err:
-            raise CheckpointError(f"{where}: the weights do not fit this model: {err}") from None
-        load_model_states(self.model, ckpt.states)
+        _load_weights(self.model, ckpt, self.config.to_dict(), self.device)
         state = ckpt.trainer
-        self.optimizer.load_state_dict(state["optimizer"])
-        if (state["scheduler"] is None) != (self.scheduler is None):
-            raise CheckpointError(f"{where}: optim.scheduler differs from the checkpoint's run")
-        if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state["scaler"] is not None:
-            self.scaler.load_state_dict(state["scaler"])
-        progress = state["progress"]
-        self.epoch, self.batch, self.global_step = progress["epoch"], progress["batch"], progress["global_step"]
-        self.history = list(state["history"])
-        self.meter = Meter.from_dict(state["meter"])
-        restore_rng(state["rng"])
+        saved_optim = (ckpt.config.get("optim") or {}).get("name")
+        if saved_optim is not None and saved_optim != self.config.optim.name:
+            raise CheckpointError(f"{where}: the checkpoint's run used optim.name={saved_optim} but this run uses "
+                                  f"{self.config.optim.name}; resume with the same optimizer")
+        try:
+            if (state["scheduler"] is None) != (self.scheduler is None):
+                raise CheckpointError(f"{where}: optim.scheduler differs from the checkpoint's run")
+            self.optimizer.load_state_dict(state["optimizer"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state["scaler"] is not None:
+                self.scaler.load_state_dict(state["scaler"])
+            progress = state["progress"]
+            self.epoch, self.batch, self.global_step = progress["epoch"], progress["batch"], progress["global_step"]
+            self.history = list(state["history"])
+            self.meter = Meter.from_dict(state["meter"])
+            restore_rng(state["rng"])
+        except CheckpointError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
+            raise CheckpointError(f"{where}: the trainer state does not fit this run ({type(err).__name__}: {err}); "
+                                  f"optim differs from the checkpoint's run: {_differences(ckpt, self.config.to_dict(), 'optim')}"
+                                  ) from None
         return Path(where)
+
+
+def _differences(ckpt: Checkpoint, config: dict[str, Any], *sections: str) -> str:
+    diffs = [d for section in sections for d in config_differences(ckpt.config.get(section), config.get(section), section)]
+    return "; ".join(diffs) if diffs else "no differences in " + ", ".join(sections)
+
+
+def _load_weights(model: nn.Module, ckpt: Checkpoint, config: dict[str, Any], device: torch.device) -> None:
+    """Load a checkpoint's weights and hidden states into ``model``, or raise one :class:`CheckpointError` listing
+    every mismatch (missing, unexpected, wrong shapes, plus the config keys that differ). Nothing changes on failure."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(ckpt.weights))
+    unexpected = sorted(set(ckpt.weights) - set(own))
+    shapes = [f"{k} {list(ckpt.weights[k].shape)} in the checkpoint vs {list(v.shape)} in the model"
+              for k, v in own.items() if k in ckpt.weights and ckpt.weights[k].shape != v.shape]
+    problems = ([f"missing weights: {', '.join(missing)}"] if missing else []) + (
+        [f"unexpected weights: {', '.join(unexpected)}"] if unexpected else []) + (
+        [f"wrong shapes: {', '.join(shapes)}"] if shapes else [])
+    if problems:
+        raise CheckpointError(
+            f"{ckpt.path}: the checkpoint does not fit this model: {'; '.join(problems)} (config differences, checkpoint "
+            f"vs this run: {_differences(ckpt, config, 'model', 'data')})"
+        )
+    before = snapshot_states(model)
+    try:
+        load_model_states(model, ckpt.states)
+    except ValueError as err:
+        restore_states(before)
+        raise CheckpointError(f"{ckpt.path}: the checkpoint's hidden states do not fit this model: {err}") from None
+    model.load_state_dict({k: v.to(device) for k, v in ckpt.weights.items()})
 
 
 def train(config: Any, model: nn.Module | None = None, splits: Splits | None = None, progress: Any = None) -> dict[str, Any]:
@@ -543,25 +694,43 @@ def train(config: Any, model: nn.Module | None = None, splits: Splits | None = N
     return Trainer(config, model=model, splits=splits).fit(progress)
 
 
+def _apply_overrides(config: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Nested dict updates, or ``key=value`` strings (dotted keys, list indices allowed); errors are ``ValueError``."""
+    from omegaconf import OmegaConf
+
+    try:
+        cfg = OmegaConf.create(config)
+        if isinstance(overrides, (list, tuple)):
+            for item in overrides:
+                key, sep, raw = str(item).partition("=")
+                if not sep or not key:
+                    raise ValueError(f"override {item!r}: expected key=value")
+                value = OmegaConf.to_container(OmegaConf.from_dotlist([f"value={raw}"]))["value"]
+                OmegaConf.update(cfg, key, value, merge=True)
+        elif overrides:
+            cfg = OmegaConf.merge(cfg, OmegaConf.create(overrides))
+        return OmegaConf.to_container(cfg, resolve=True)
+    except ValueError:
+        raise
+    except Exception as err:  # noqa: BLE001 - OmegaConf's errors (type clashes, interpolations) are config errors
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise ValueError(f"cannot apply the overrides {overrides!r}: {message}") from None
+
+
 def evaluate_checkpoint(
-    path: str | Path, overrides: dict[str, Any] | None = None, model: nn.Module | None = None, split: str = "test"
+    path: str | Path, overrides: dict[str, Any] | list[str] | None = None, model: nn.Module | None = None,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Load a checkpoint (its config, weights, hidden states) and evaluate it on ``split``.
 
-    ``overrides`` are nested config updates, e.g. ``{"data": {"root": "/data"}, "trainer": {"device": "cpu"}}``.
+    ``overrides`` are nested config updates, e.g. ``{"data": {"root": "/data"}, "trainer": {"device": "cpu"}}``,
+    or ``key=value`` strings such as ``["data.root=/data", "model.layers.1.Linear.out_features=64"]``.
     """
-    from omegaconf import OmegaConf
-
     ckpt = load_checkpoint(path)
-    config = OmegaConf.merge(OmegaConf.create(ckpt.config), OmegaConf.create(overrides or {}))
-    config = OmegaConf.to_container(config, resolve=True)
+    config = _apply_overrides(ckpt.config, overrides)
     config["trainer"].update(resume=None, run_dir=None)
     trainer = Trainer(config, model=model)
-    try:
-        trainer.model.load_state_dict({k: v.to(trainer.device) for k, v in ckpt.weights.items()})
-    except RuntimeError as err:
-        raise CheckpointError(f"{path}: the weights do not fit the model its config builds: {err}") from None
-    load_model_states(trainer.model, ckpt.states)
+    _load_weights(trainer.model, ckpt, trainer.config.to_dict(), trainer.device)
     if split not in ("test", "train"):
         raise ValueError(f"split must be 'test' or 'train', got {split!r}")
     result = trainer.evaluate(trainer.splits.test if split == "test" else trainer.splits.train)

@@ -95,6 +95,7 @@ class Meter:
     spike_total: float = 0.0
     spike_numel: int = 0
     seconds: float = 0.0
+    skipped: int = 0  # batches dropped by trainer.nan_policy=skip
     extra: dict[str, float] = field(default_factory=dict)
 
     def add(self, loss: float, correct: int, samples: int) -> None:
@@ -119,11 +120,13 @@ class Meter:
         return self.samples / self.seconds if self.seconds > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("loss_sum", "correct", "samples", "spike_total", "spike_numel", "seconds")}
+        fields = ("loss_sum", "correct", "samples", "spike_total", "spike_numel", "seconds", "skipped")
+        return {k: getattr(self, k) for k in fields}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Meter:
-        return cls(**{k: data[k] for k in ("loss_sum", "correct", "samples", "spike_total", "spike_numel", "seconds")})
+        fields = ("loss_sum", "correct", "samples", "spike_total", "spike_numel", "seconds")
+        return cls(**{k: data[k] for k in fields}, skipped=int(data.get("skipped", 0)))
 
 
 def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
