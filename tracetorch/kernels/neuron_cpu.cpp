@@ -1,0 +1,588 @@
+// Fused whole-sequence neuron kernels for the CPU (traceTorch).
+//
+// One template covers all 32 layers: the flags (dual, synaptic, recurrent, family) and the
+// quantizer are template parameters, so every instantiation is a branch-free loop. The
+// equations are those of tracetorch/snn/step.py (spec: layers.md).
+//
+// Layout: x [T, M] (M = all elements of one timestep), params [NP, N] (activated values,
+// one slot per role below, neuron n of element e is (e / inner) % N), states [NS, M].
+// Work is split over blocks of BLK consecutive elements (at::parallel_for); inside a block
+// the time loop runs outermost and the states stay in small local arrays.
+//
+// forward saves, per step, the post-update traces and the membrane before the reset
+// ([T, S, M]); backward walks time in reverse, recomputing spikes from those, and returns
+// the gradients of x, of the initial states and, per element, of every parameter slot
+// (reduced over the batch in Python).
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace {
+
+enum Family { LI = 0, LIEMA = 1, LIB = 2, LIT = 3, LITS = 4 };
+enum Quant { Q_ID = 0, Q_ROUND = 1, Q_SROUND = 2, Q_PROB = 3 };
+// parameter slots (non-dual layers use the first of each pair)
+enum { P_A = 0, P_NA, P_B, P_NB, P_G, P_NG, P_W, P_NW, P_TH, P_NTH, P_BIAS, P_PSC, P_NSC, NP };
+// state slots
+enum { S_SYN = 0, S_NSYN, S_REC, S_NREC, S_PREV, S_MEM, S_NMEM, NS };
+constexpr int64_t BLK = 64;
+
+inline float fast_exp(float x) {
+  // Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n by exponent bits.
+  // Written without branches so that the block loops vectorize.
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+inline double fast_exp(double x) { return std::exp(x); }
+
+template <typename T> inline T sig4(T z) { return T(1) / (T(1) + fast_exp(T(-4) * z)); }
+template <typename T> inline T posv(T v) { return v >= T(0) ? v : T(0); }
+template <typename T> inline T negv(T v) { return v <= T(0) ? v : T(0); }
+template <typename T> inline T ipos(T v) { return v >= T(0) ? T(1) : T(0); }
+template <typename T> inline T ineg(T v) { return v <= T(0) ? T(1) : T(0); }
+
+template <typename T, int Q> inline T quant(T sg, T u, T step) {
+  if constexpr (Q == Q_ID) {
+    return sg;
+  } else if constexpr (Q == Q_ROUND) {
+    T q = std::nearbyint(sg / step) * step;
+    return sg + (q - sg);
+  } else if constexpr (Q == Q_SROUND) {
+    T sc = sg / step;
+    T lo = std::floor(sc);
+    T q = (lo + (u < sc - lo ? T(1) : T(0))) * step;
+    return sg + (q - sg);
+  } else {
+    T p = std::min(std::max(sg, T(0)), T(1));
+    return sg * (u < p ? T(1) : T(0));
+  }
+}
+// d quant / d input (straight-through: 1; probabilistic: 2x)
+template <typename T, int Q> inline T dquant(T sg) { return Q == Q_PROB ? T(2) * sg : T(1); }
+
+struct Shape {
+  int64_t T, M, N, inner, S, draws;
+};
+
+template <bool D, bool SY, bool R> constexpr int saved_slots() {
+  return (SY ? (D ? 2 : 1) : 0) + (R ? (D ? 2 : 1) : 0) + (D ? 2 : 1);
+}
+
+// spike values of one step from the membrane before reset (h) and the uniforms
+template <typename T, int F, int Q> struct Fire {
+  T sgp = T(0), sp = T(0), sgn = T(0), sn = T(0);
+  inline void eval(T h, const T* p, T up, T un, T step) {
+    if constexpr (F == LIB) {
+      sgp = sig4(h - p[P_TH] + p[P_BIAS]);
+      sp = quant<T, Q>(sgp, up, step);
+    } else if constexpr (F == LIT || F == LITS) {
+      sgp = sig4(h - p[P_TH] + p[P_BIAS]);
+      sp = quant<T, Q>(sgp, up, step);
+      sgn = sig4(-p[P_NTH] - h - p[P_BIAS]);
+      sn = -quant<T, Q>(sgn, un, step);
+    }
+  }
+  inline void from_sg(const T* p, T up, T un, T step) {  // spikes again from stored sg values
+    if constexpr (F >= LIB) sp = quant<T, Q>(sgp, up, step);
+    if constexpr (F >= LIT) sn = -quant<T, Q>(sgn, un, step);
+  }
+  inline T reset(const T* p) const {
+    if constexpr (F == LIB) return sp * p[P_TH];
+    else if constexpr (F >= LIT) return sp * p[P_TH] + sn * p[P_NTH];
+    else return T(0);
+  }
+  inline T out(T h, const T* p) const {
+    if constexpr (F == LIB) return sp;
+    else if constexpr (F == LIT) return sp + sn;
+    else if constexpr (F == LITS) return p[P_PSC] * sp + p[P_NSC] * sn;
+    else return h;
+  }
+};
+
+template <typename T, bool D, bool SY, bool R, int F, int Q>
+void forward_impl(const Shape& sh, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
+                  T* sav) {
+  constexpr bool EMA = F == LIEMA;
+  constexpr bool FIRES = F >= LIB;
+  constexpr int S = saved_slots<D, SY, R>();
+  const int64_t nblocks = (sh.M + BLK - 1) / BLK;
+  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+    T st[NS][BLK];
+    T pv[NP][BLK];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t e0 = blk * BLK;
+      const int64_t cnt = std::min(BLK, sh.M - e0);
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int64_t n = ((e0 + j) / sh.inner) % sh.N;
+        for (int k = 0; k < NP; ++k) pv[k][j] = prm[k * sh.N + n];
+        for (int k = 0; k < NS; ++k) st[k][j] = init[k * sh.M + e0 + j];
+      }
+      for (int64_t t = 0; t < sh.T; ++t) {
+        const T* xt = x + t * sh.M + e0;
+        T* ot = out + t * sh.M + e0;
+        T* svt = sav ? sav + t * S * sh.M + e0 : nullptr;
+        const T* ut = uni ? uni + t * sh.draws * sh.M + e0 : nullptr;
+#pragma omp simd
+        for (int64_t j = 0; j < cnt; ++j) {
+          T p[NP];
+          for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
+          const T xv = xt[j];
+          T u, dp, dn = T(0);
+          if constexpr (SY && !D) {
+            st[S_SYN][j] = p[P_A] * st[S_SYN][j] + (T(1) - p[P_A]) * xv;
+            u = st[S_SYN][j];
+          } else if constexpr (SY && D) {
+            st[S_SYN][j] = p[P_A] * st[S_SYN][j] + (T(1) - p[P_A]) * posv(xv);
+            st[S_NSYN][j] = p[P_NA] * st[S_NSYN][j] + (T(1) - p[P_NA]) * negv(xv);
+            u = st[S_SYN][j] + st[S_NSYN][j];
+          } else {
+            u = xv;
+          }
+          if constexpr (R && !D) {
+            st[S_REC][j] = p[P_G] * st[S_REC][j] + (T(1) - p[P_G]) * st[S_PREV][j];
+            dp = p[P_W] * st[S_REC][j] + u;
+          } else if constexpr (R && D) {
+            const T prev = st[S_PREV][j];
+            st[S_REC][j] = p[P_G] * st[S_REC][j] + (T(1) - p[P_G]) * posv(prev);
+            st[S_NREC][j] = p[P_NG] * st[S_NREC][j] + (T(1) - p[P_NG]) * negv(prev);
+            const T r = st[S_REC][j] + st[S_NREC][j];
+            dp = p[P_W] * posv(r) + posv(u);
+            dn = p[P_NW] * negv(r) + negv(u);
+          } else if constexpr (D) {
+            dp = posv(u);
+            dn = negv(u);
+          } else {
+            dp = u;
+          }
+          T h;
+          if constexpr (!D) {
+            st[S_MEM][j] = p[P_B] * st[S_MEM][j] + (EMA ? (T(1) - p[P_B]) * dp : dp);
+            h = st[S_MEM][j];
+          } else {
+            st[S_MEM][j] = p[P_B] * st[S_MEM][j] + (EMA ? (T(1) - p[P_B]) * dp : dp);
+            st[S_NMEM][j] = p[P_NB] * st[S_NMEM][j] + (EMA ? (T(1) - p[P_NB]) * dn : dn);
+            h = st[S_MEM][j] + st[S_NMEM][j];
+          }
+          if (svt) {
+            int k = 0;
+            if constexpr (SY) {
+              svt[(k++) * sh.M + j] = st[S_SYN][j];
+              if constexpr (D) svt[(k++) * sh.M + j] = st[S_NSYN][j];
+            }
+            if constexpr (R) {
+              svt[(k++) * sh.M + j] = st[S_REC][j];
+              if constexpr (D) svt[(k++) * sh.M + j] = st[S_NREC][j];
+            }
+            svt[(k++) * sh.M + j] = st[S_MEM][j];
+            if constexpr (D) svt[k * sh.M + j] = st[S_NMEM][j];
+          }
+          Fire<T, F, Q> f;
+          f.eval(h, p, ut ? ut[j] : T(0), (ut && F >= LIT) ? ut[sh.M + j] : T(0), step);
+          if constexpr (FIRES) {
+            const T amount = f.reset(p);
+            if constexpr (D) {
+              st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
+              st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
+            } else {
+              st[S_MEM][j] = st[S_MEM][j] - amount;
+            }
+          }
+          const T o = f.out(h, p);
+          if constexpr (R) st[S_PREV][j] = o;
+          ot[j] = o;
+        }
+      }
+      for (int k = 0; k < NS; ++k)
+        for (int64_t j = 0; j < cnt; ++j) fin[k * sh.M + e0 + j] = st[k][j];
+    }
+  });
+}
+
+// Reverse-time pass. ga = adjoints of the states after the step being processed.
+template <typename T, bool D, bool SY, bool R, int F, int Q>
+void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
+                   T step, const T* sav, T* gx, T* gprm, T* ginit) {
+  constexpr bool EMA = F == LIEMA;
+  constexpr bool FIRES = F >= LIB;
+  constexpr int S = saved_slots<D, SY, R>();
+  constexpr int KS = 0;                                           // first synaptic slot
+  constexpr int KR = SY ? (D ? 2 : 1) : 0;                        // first recurrent slot
+  constexpr int KM = KR + (R ? (D ? 2 : 1) : 0);                  // first membrane slot
+  const int64_t nblocks = (sh.M + BLK - 1) / BLK;
+  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+    T ga[NS][BLK];
+    T gp[NP][BLK];
+    T pv[NP][BLK];
+    T sgp_c[BLK], sgn_c[BLK];  // spike probabilities of the step being processed
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t e0 = blk * BLK;
+      const int64_t cnt = std::min(BLK, sh.M - e0);
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int64_t n = ((e0 + j) / sh.inner) % sh.N;
+        for (int k = 0; k < NP; ++k) {
+          pv[k][j] = prm[k * sh.N + n];
+          gp[k][j] = T(0);
+        }
+        for (int k = 0; k < NS; ++k) ga[k][j] = gfin[k * sh.M + e0 + j];
+      }
+      if constexpr (FIRES) {  // spike probabilities of the last step
+        const T* svt = sav + (sh.T - 1) * S * sh.M + e0;
+        for (int64_t j = 0; j < cnt; ++j) {
+          T p[NP];
+          for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
+          const T h = D ? svt[KM * sh.M + j] + svt[(KM + 1) * sh.M + j] : svt[KM * sh.M + j];
+          Fire<T, F, Q> f;
+          f.eval(h, p, T(0), T(0), step);
+          sgp_c[j] = f.sgp;
+          sgn_c[j] = f.sgn;
+        }
+      }
+      for (int64_t t = sh.T - 1; t >= 0; --t) {
+        const T* svt = sav + t * S * sh.M + e0;
+        const T* svp = t > 0 ? sav + (t - 1) * S * sh.M + e0 : nullptr;
+        const T* xt = x ? x + t * sh.M + e0 : nullptr;
+        const T* got = gout + t * sh.M + e0;
+        const T* ut = uni ? uni + t * sh.draws * sh.M + e0 : nullptr;
+        const T* up = (uni && t > 0) ? uni + (t - 1) * sh.draws * sh.M + e0 : nullptr;
+        const T* ini = init + e0;
+        T* gxt = gx + t * sh.M + e0;
+#pragma omp simd
+        for (int64_t j = 0; j < cnt; ++j) {
+          T p[NP];
+          for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
+          // ---- states before this step (recomputed) ----
+          T syn0 = T(0), nsyn0 = T(0), rec0 = T(0), nrec0 = T(0), prev = T(0), mem0, nmem0 = T(0);
+          Fire<T, F, Q> fp;  // previous step's spikes
+          fp.sgp = T(0);
+          fp.sgn = T(0);
+          if (svp) {
+            if constexpr (SY) {
+              syn0 = svp[KS * sh.M + j];
+              if constexpr (D) nsyn0 = svp[(KS + 1) * sh.M + j];
+            }
+            if constexpr (R) {
+              rec0 = svp[KR * sh.M + j];
+              if constexpr (D) nrec0 = svp[(KR + 1) * sh.M + j];
+            }
+            mem0 = svp[KM * sh.M + j];
+            if constexpr (D) nmem0 = svp[(KM + 1) * sh.M + j];
+            const T h0 = D ? mem0 + nmem0 : mem0;
+            fp.eval(h0, p, up ? up[j] : T(0), (up && F >= LIT) ? up[sh.M + j] : T(0), step);
+            if constexpr (FIRES) {
+              const T amount = fp.reset(p);
+              if constexpr (D) {
+                mem0 = mem0 - T(0.5) * amount;
+                nmem0 = nmem0 - T(0.5) * amount;
+              } else {
+                mem0 = mem0 - amount;
+              }
+            }
+            if constexpr (R) prev = fp.out(h0, p);
+          } else {
+            syn0 = ini[S_SYN * sh.M + j];
+            nsyn0 = ini[S_NSYN * sh.M + j];
+            rec0 = ini[S_REC * sh.M + j];
+            nrec0 = ini[S_NREC * sh.M + j];
+            prev = ini[S_PREV * sh.M + j];
+            mem0 = ini[S_MEM * sh.M + j];
+            nmem0 = ini[S_NMEM * sh.M + j];
+          }
+          // ---- this step's values ----
+          const T xv = xt ? xt[j] : T(0);
+          T syn = T(0), nsyn = T(0), rec = T(0), nrec = T(0);
+          if constexpr (SY) {
+            syn = svt[KS * sh.M + j];
+            if constexpr (D) nsyn = svt[(KS + 1) * sh.M + j];
+          }
+          if constexpr (R) {
+            rec = svt[KR * sh.M + j];
+            if constexpr (D) nrec = svt[(KR + 1) * sh.M + j];
+          }
+          const T u = SY ? (D ? syn + nsyn : syn) : xv;
+          T dp, dn = T(0);
+          T r = rec + nrec;
+          if constexpr (R && !D) {
+            dp = p[P_W] * rec + u;
+          } else if constexpr (R && D) {
+            dp = p[P_W] * posv(r) + posv(u);
+            dn = p[P_NW] * negv(r) + negv(u);
+          } else if constexpr (D) {
+            dp = posv(u);
+            dn = negv(u);
+          } else {
+            dp = u;
+          }
+          // ---- fire ----
+          const T G = got[j] + (R ? ga[S_PREV][j] : T(0));
+          T gh_p, gh_n = T(0);  // adjoints of the membrane(s) before the reset
+          if constexpr (!FIRES) {
+            gh_p = ga[S_MEM][j] + G;
+            if constexpr (D) gh_n = ga[S_NMEM][j] + G;
+          } else {
+            Fire<T, F, Q> f;
+            f.sgp = sgp_c[j];
+            f.sgn = sgn_c[j];
+            f.from_sg(p, ut ? ut[j] : T(0), (ut && F >= LIT) ? ut[sh.M + j] : T(0), step);
+            const T c = D ? T(0.5) : T(1);
+            const T gsum = D ? ga[S_MEM][j] + ga[S_NMEM][j] : ga[S_MEM][j];
+            const T g_amount = -c * gsum;
+            T ghf;
+            if constexpr (F == LIB) {
+              const T g_s = G + g_amount * p[P_TH];
+              gp[P_TH][j] += g_amount * f.sp;
+              const T g_z = g_s * dquant<T, Q>(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+              gp[P_TH][j] -= g_z;
+              gp[P_BIAS][j] += g_z;
+              ghf = g_z;
+            } else {
+              const T ap = F == LITS ? p[P_PSC] : T(1);
+              const T an = F == LITS ? p[P_NSC] : T(1);
+              const T g_sp = G * ap + g_amount * p[P_TH];
+              const T g_sn = G * an + g_amount * p[P_NTH];
+              gp[P_TH][j] += g_amount * f.sp;
+              gp[P_NTH][j] += g_amount * f.sn;
+              if constexpr (F == LITS) {
+                gp[P_PSC][j] += G * f.sp;
+                gp[P_NSC][j] += G * f.sn;
+              }
+              const T g_zp = g_sp * dquant<T, Q>(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+              const T g_zn = -g_sn * dquant<T, Q>(f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
+              gp[P_TH][j] -= g_zp;
+              gp[P_NTH][j] -= g_zn;
+              gp[P_BIAS][j] += g_zp - g_zn;
+              ghf = g_zp - g_zn;
+            }
+            gh_p = ga[S_MEM][j] + ghf;
+            if constexpr (D) gh_n = ga[S_NMEM][j] + ghf;
+            sgp_c[j] = fp.sgp;  // the previous step becomes the current one
+            sgn_c[j] = fp.sgn;
+          }
+          // ---- membrane ----
+          T g_dp, g_dn = T(0);
+          gp[P_B][j] += gh_p * (mem0 - (EMA ? dp : T(0)));
+          ga[S_MEM][j] = gh_p * p[P_B];
+          g_dp = EMA ? gh_p * (T(1) - p[P_B]) : gh_p;
+          if constexpr (D) {
+            gp[P_NB][j] += gh_n * (nmem0 - (EMA ? dn : T(0)));
+            ga[S_NMEM][j] = gh_n * p[P_NB];
+            g_dn = EMA ? gh_n * (T(1) - p[P_NB]) : gh_n;
+          }
+          // ---- recurrence ----
+          T g_u;
+          if constexpr (R && !D) {
+            gp[P_W][j] += g_dp * rec;
+            const T g_rec = ga[S_REC][j] + g_dp * p[P_W];
+            gp[P_G][j] += g_rec * (rec0 - prev);
+            ga[S_REC][j] = g_rec * p[P_G];
+            ga[S_PREV][j] = g_rec * (T(1) - p[P_G]);
+            g_u = g_dp;
+          } else if constexpr (R && D) {
+            gp[P_W][j] += g_dp * posv(r);
+            gp[P_NW][j] += g_dn * negv(r);
+            const T g_r = g_dp * p[P_W] * ipos(r) + g_dn * p[P_NW] * ineg(r);
+            const T g_pr = ga[S_REC][j] + g_r;
+            const T g_nr = ga[S_NREC][j] + g_r;
+            gp[P_G][j] += g_pr * (rec0 - posv(prev));
+            gp[P_NG][j] += g_nr * (nrec0 - negv(prev));
+            ga[S_REC][j] = g_pr * p[P_G];
+            ga[S_NREC][j] = g_nr * p[P_NG];
+            ga[S_PREV][j] = g_pr * (T(1) - p[P_G]) * ipos(prev) + g_nr * (T(1) - p[P_NG]) * ineg(prev);
+            g_u = g_dp * ipos(u) + g_dn * ineg(u);
+          } else if constexpr (D) {
+            g_u = g_dp * ipos(u) + g_dn * ineg(u);
+          } else {
+            g_u = g_dp;
+          }
+          // ---- drive ----
+          if constexpr (SY && !D) {
+            const T g_syn = ga[S_SYN][j] + g_u;
+            gp[P_A][j] += g_syn * (syn0 - xv);
+            ga[S_SYN][j] = g_syn * p[P_A];
+            gxt[j] = g_syn * (T(1) - p[P_A]);
+          } else if constexpr (SY && D) {
+            const T g_ps = ga[S_SYN][j] + g_u;
+            const T g_ns = ga[S_NSYN][j] + g_u;
+            gp[P_A][j] += g_ps * (syn0 - posv(xv));
+            gp[P_NA][j] += g_ns * (nsyn0 - negv(xv));
+            ga[S_SYN][j] = g_ps * p[P_A];
+            ga[S_NSYN][j] = g_ns * p[P_NA];
+            gxt[j] = g_ps * (T(1) - p[P_A]) * ipos(xv) + g_ns * (T(1) - p[P_NA]) * ineg(xv);
+          } else {
+            gxt[j] = g_u;
+          }
+        }
+      }
+      for (int64_t j = 0; j < cnt; ++j) {
+        for (int k = 0; k < NS; ++k) ginit[k * sh.M + e0 + j] = ga[k][j];
+        for (int k = 0; k < NP; ++k) gprm[k * sh.M + e0 + j] = gp[k][j];
+      }
+    }
+  });
+}
+
+struct Call {
+  bool forward;
+  Shape sh;
+  double step;
+  // forward
+  const void *x, *prm, *init, *uni;
+  void *out, *fin, *sav;
+  // backward
+  const void *gout, *gfin, *sav_in;
+  void *gx, *gprm, *ginit;
+};
+
+template <typename T, bool D, bool SY, bool R, int F, int Q> void launch(const Call& c) {
+  if (c.forward) {
+    forward_impl<T, D, SY, R, F, Q>(c.sh, static_cast<const T*>(c.x), static_cast<const T*>(c.prm),
+                                    static_cast<const T*>(c.init), static_cast<const T*>(c.uni), T(c.step),
+                                    static_cast<T*>(c.out), static_cast<T*>(c.fin), static_cast<T*>(c.sav));
+  } else {
+    backward_impl<T, D, SY, R, F, Q>(c.sh, static_cast<const T*>(c.gout), static_cast<const T*>(c.gfin),
+                                     static_cast<const T*>(c.x), static_cast<const T*>(c.prm),
+                                     static_cast<const T*>(c.init), static_cast<const T*>(c.uni), T(c.step),
+                                     static_cast<const T*>(c.sav_in), static_cast<T*>(c.gx), static_cast<T*>(c.gprm),
+                                     static_cast<T*>(c.ginit));
+  }
+}
+
+template <typename T, bool D, bool SY, bool R, int F> void by_quant(int q, const Call& c) {
+  if constexpr (F == LI || F == LIEMA) {
+    launch<T, D, SY, R, F, Q_ID>(c);
+  } else {
+    switch (q) {
+      case Q_ID: return launch<T, D, SY, R, F, Q_ID>(c);
+      case Q_ROUND: return launch<T, D, SY, R, F, Q_ROUND>(c);
+      case Q_SROUND: return launch<T, D, SY, R, F, Q_SROUND>(c);
+      case Q_PROB: return launch<T, D, SY, R, F, Q_PROB>(c);
+      default: TORCH_CHECK(false, "traceTorch kernel: unknown quantizer code ", q);
+    }
+  }
+}
+
+template <typename T, bool D, bool SY, bool R> void by_family(int f, int q, const Call& c) {
+  switch (f) {
+    case LI:
+    case LIEMA:
+      if constexpr (!R) {
+        if (f == LI) return by_quant<T, D, SY, R, LI>(q, c);
+        return by_quant<T, D, SY, R, LIEMA>(q, c);
+      }
+      TORCH_CHECK(false, "traceTorch kernel: LI/LIEMA have no recurrent variant");
+    case LIB: return by_quant<T, D, SY, R, LIB>(q, c);
+    case LIT: return by_quant<T, D, SY, R, LIT>(q, c);
+    case LITS: return by_quant<T, D, SY, R, LITS>(q, c);
+    default: TORCH_CHECK(false, "traceTorch kernel: unknown family code ", f);
+  }
+}
+
+template <typename T> void by_flags(bool d, bool sy, bool r, int f, int q, const Call& c) {
+  if (d) {
+    if (sy) return r ? by_family<T, true, true, true>(f, q, c) : by_family<T, true, true, false>(f, q, c);
+    return r ? by_family<T, true, false, true>(f, q, c) : by_family<T, true, false, false>(f, q, c);
+  }
+  if (sy) return r ? by_family<T, false, true, true>(f, q, c) : by_family<T, false, true, false>(f, q, c);
+  return r ? by_family<T, false, false, true>(f, q, c) : by_family<T, false, false, false>(f, q, c);
+}
+
+void dispatch(at::ScalarType dtype, bool d, bool sy, bool r, int64_t f, int64_t q, const Call& c) {
+  if (dtype == at::kFloat) return by_flags<float>(d, sy, r, static_cast<int>(f), static_cast<int>(q), c);
+  if (dtype == at::kDouble) return by_flags<double>(d, sy, r, static_cast<int>(f), static_cast<int>(q), c);
+  TORCH_CHECK(false, "traceTorch kernel: only float32 and float64 are supported, got ", dtype);
+}
+
+int64_t n_saved(bool d, bool sy, bool r) { return (sy ? (d ? 2 : 1) : 0) + (r ? (d ? 2 : 1) : 0) + (d ? 2 : 1); }
+
+void check(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "traceTorch kernel: ", name, " must be a contiguous CPU tensor");
+}
+
+}  // namespace
+
+// x [T, M], params [NP, N], init [NS, M], uniforms [T, draws, M] or empty.
+// Returns out [T, M], final states [NS, M], saved [T, S, M] (empty unless save).
+std::vector<at::Tensor> neuron_forward(at::Tensor x, at::Tensor params, at::Tensor init, at::Tensor uniforms, bool dual,
+                                       bool synaptic, bool recurrent, int64_t family, int64_t quant, double step,
+                                       int64_t num_neurons, int64_t inner, bool save) {
+  check(x, "x");
+  check(params, "params");
+  check(init, "init");
+  const int64_t T = x.size(0), M = x.size(1);
+  const int64_t S = n_saved(dual, synaptic, recurrent);
+  const bool has_u = uniforms.numel() > 0;
+  if (has_u) check(uniforms, "uniforms");
+  auto out = at::empty_like(x);
+  auto fin = at::empty_like(init);
+  auto sav = save ? at::empty({T, S, M}, x.options()) : at::empty({0}, x.options());
+  Call c{};
+  c.forward = true;
+  c.sh = Shape{T, M, num_neurons, inner, S, has_u ? uniforms.size(1) : 0};
+  c.step = step;
+  c.x = x.data_ptr();
+  c.prm = params.data_ptr();
+  c.init = init.data_ptr();
+  c.uni = has_u ? uniforms.data_ptr() : nullptr;
+  c.out = out.data_ptr();
+  c.fin = fin.data_ptr();
+  c.sav = save ? sav.data_ptr() : nullptr;
+  dispatch(x.scalar_type(), dual, synaptic, recurrent, family, quant, c);
+  return {out, fin, sav};
+}
+
+// Returns grad x [T, M], per-element parameter grads [NP, M], grad of the initial states [NS, M].
+std::vector<at::Tensor> neuron_backward(at::Tensor gout, at::Tensor gfin, at::Tensor x, at::Tensor params, at::Tensor init,
+                                        at::Tensor uniforms, at::Tensor saved, bool dual, bool synaptic, bool recurrent,
+                                        int64_t family, int64_t quant, double step, int64_t num_neurons, int64_t inner) {
+  check(gout, "grad_out");
+  check(gfin, "grad_final");
+  check(params, "params");
+  check(init, "init");
+  check(saved, "saved");
+  const int64_t T = gout.size(0), M = gout.size(1);
+  const bool has_x = x.numel() > 0;
+  const bool has_u = uniforms.numel() > 0;
+  if (has_x) check(x, "x");
+  if (has_u) check(uniforms, "uniforms");
+  auto gx = at::empty_like(gout);
+  auto gprm = at::empty({NP, M}, gout.options());
+  auto ginit = at::empty_like(init);
+  Call c{};
+  c.forward = false;
+  c.sh = Shape{T, M, num_neurons, inner, n_saved(dual, synaptic, recurrent), has_u ? uniforms.size(1) : 0};
+  c.step = step;
+  c.gout = gout.data_ptr();
+  c.gfin = gfin.data_ptr();
+  c.x = has_x ? x.data_ptr() : nullptr;
+  c.prm = params.data_ptr();
+  c.init = init.data_ptr();
+  c.uni = has_u ? uniforms.data_ptr() : nullptr;
+  c.sav_in = saved.data_ptr();
+  c.gx = gx.data_ptr();
+  c.gprm = gprm.data_ptr();
+  c.ginit = ginit.data_ptr();
+  dispatch(gout.scalar_type(), dual, synaptic, recurrent, family, quant, c);
+  return {gx, gprm, ginit};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &neuron_forward, "fused neuron sequence forward");
+  m.def("backward", &neuron_backward, "fused neuron sequence backward");
+}
