@@ -1,6 +1,8 @@
-"""The compiled CPU backend: ``neuron_cpu.cpp`` built on first use with ``torch.utils.cpp_extension``.
+"""The compiled CPU backend: ``neuron_cpu.cpp`` (float32) built on first use with ``torch.utils.cpp_extension``.
 
-The build happens once per machine and is cached by PyTorch (``TORCH_EXTENSIONS_DIR``,
+The kernel registers its ops as ``torch.ops.tracetorch_kernels.neuron_forward`` / ``neuron_backward``
+(``TORCH_LIBRARY``, which needs only light ATen headers: the build takes a fraction of a
+``torch/extension.h`` one). The build happens once per machine and is cached by PyTorch (``TORCH_EXTENSIONS_DIR``,
 default ``~/.cache/torch_extensions``); later imports only load the shared library. When no
 C++ compiler is available (or the build fails) :func:`load` returns ``None`` and logs one
 warning; the sequence mode then uses the plain-PyTorch reference path.
@@ -18,8 +20,9 @@ import os
 import shutil
 from functools import cache
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
+import torch
 from torch import Tensor
 
 from tracetorch.kernels.fused import Meta
@@ -50,8 +53,8 @@ def _build_flags() -> tuple[str, list[str]]:
 
 
 @cache
-def load() -> ModuleType | None:
-    """The compiled extension, building it on first use; ``None`` (with one warning) if impossible."""
+def load() -> Any | None:
+    """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible."""
     if os.environ.get("TRACETORCH_NO_CPP"):
         log.warning("traceTorch: TRACETORCH_NO_CPP is set; neuron sequences use the plain PyTorch path")
         return None
@@ -63,7 +66,9 @@ def load() -> ModuleType | None:
         from torch.utils.cpp_extension import load as build
 
         name, cflags = _build_flags()
-        return build(name=name, sources=[str(SOURCE)], extra_cflags=cflags, extra_ldflags=["-fopenmp"], verbose=False)
+        build(name=name, sources=[str(SOURCE)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
+              is_python_module=False, verbose=False)
+        return torch.ops.tracetorch_kernels
     except Exception as err:  # noqa: BLE001 - any build failure means: use the reference path
         log.warning("traceTorch: building the C++ neuron kernel failed (%s); using the plain PyTorch path",
                     str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)
@@ -78,14 +83,14 @@ def available() -> bool:
 class CpuBackend:
     """:class:`tracetorch.kernels.fused.Backend` running ``neuron_cpu.cpp``."""
 
-    def __init__(self, module: ModuleType) -> None:
-        self.module = module
+    def __init__(self, ops: Any) -> None:
+        self.ops = ops
 
     def forward(self, x: Tensor, params: Tensor, init: Tensor, uniforms: Tensor | None, meta: Meta,
                 save: bool) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, f, q = meta.codes
         u = uniforms if uniforms is not None else x.new_empty(0)
-        out, final, saved = self.module.forward(x, params.contiguous(), init.contiguous(), u, d, s, r, f, q, meta.step,
+        out, final, saved = self.ops.neuron_forward(x, params.contiguous(), init.contiguous(), u, d, s, r, f, q, meta.step,
                                                 meta.num_neurons, meta.inner, save)
         return out, final, saved
 
@@ -93,7 +98,7 @@ class CpuBackend:
                  uniforms: Tensor | None, saved: Tensor, meta: Meta) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, f, q = meta.codes
         empty = params.new_empty(0)
-        gx, gp, gi = self.module.backward(grad_out, grad_final, empty if x is None else x, params.contiguous(),
+        gx, gp, gi = self.ops.neuron_backward(grad_out, grad_final, empty if x is None else x, params.contiguous(),
                                           init.contiguous(), empty if uniforms is None else uniforms, saved, d, s, r, f,
                                           q, meta.step, meta.num_neurons, meta.inner)
         return gx, gp, gi

@@ -3,8 +3,8 @@
 ``run_sequence(layer, x_seq)`` is what ``NeuronLayer.run`` calls. The fused paths cover every
 one of the 32 layers with the default ``spike_fn`` (:func:`tracetorch.functional.sigmoid4x`)
 and the quantizers ``nn.Identity``, ``round_ste``, ``stochastic_round_ste`` and
-``probabilistic_ste`` (exact types), in float32 and float64. Anything else (a user-written
-``spike_fn`` or ``quant_fn``, half precision, no compiler, no Triton) runs the reference
+``probabilistic_ste`` (exact types), in float32. Anything else (a user-written ``spike_fn``
+or ``quant_fn``, float64 or half precision, no compiler, no Triton) runs the reference
 path, a loop of :func:`tracetorch.snn.step.neuron_step`. :func:`explain` says which path a
 call would take and why; :func:`force` pins a path (tests, debugging).
 
@@ -63,8 +63,8 @@ def triton_available() -> bool:
 
 
 def _unsupported(layer: torch.nn.Module, x_seq: Tensor) -> str | None:
-    if x_seq.dtype not in (torch.float32, torch.float64):
-        return f"dtype {x_seq.dtype} (fused kernels take float32/float64)"
+    if x_seq.dtype != torch.float32:
+        return f"dtype {x_seq.dtype} (the fused kernels take float32)"
     if layer.flags.fires:
         if layer.spike_fn is not sigmoid4x:
             return f"custom spike_fn {getattr(layer.spike_fn, '__name__', type(layer.spike_fn).__name__)}"

@@ -1,4 +1,4 @@
-// Fused whole-sequence neuron kernels for the CPU (traceTorch).
+// Fused whole-sequence neuron kernels for the CPU (traceTorch), float32.
 //
 // One template covers all 32 layers: the flags (dual, synaptic, recurrent, family) and the
 // quantizer are template parameters, so every instantiation is a branch-free loop. The
@@ -14,8 +14,11 @@
 // the gradients of x, of the initial states and, per element, of every parameter slot
 // (reduced over the batch in Python).
 
-#include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
 
 #include <algorithm>
 #include <cmath>
@@ -59,24 +62,20 @@ template <typename T> inline T negv(T v) { return v <= T(0) ? v : T(0); }
 template <typename T> inline T ipos(T v) { return v >= T(0) ? T(1) : T(0); }
 template <typename T> inline T ineg(T v) { return v <= T(0) ? T(1) : T(0); }
 
-template <typename T, int Q> inline T quant(T sg, T u, T step) {
-  if constexpr (Q == Q_ID) {
-    return sg;
-  } else if constexpr (Q == Q_ROUND) {
-    T q = std::nearbyint(sg / step) * step;
-    return sg + (q - sg);
-  } else if constexpr (Q == Q_SROUND) {
-    T sc = sg / step;
-    T lo = std::floor(sc);
-    T q = (lo + (u < sc - lo ? T(1) : T(0))) * step;
-    return sg + (q - sg);
-  } else {
-    T p = std::min(std::max(sg, T(0)), T(1));
-    return sg * (u < p ? T(1) : T(0));
-  }
+// The quantizer is a runtime code: every variant is computed and one selected, which keeps
+// the loops branch-free (the cost is small next to the exponential of the spike function).
+template <typename T> inline T quant(int q, T sg, T u, T step) {
+  const T sc = sg / step;
+  const T rounded = std::nearbyint(sc) * step;
+  const T lo = std::floor(sc);
+  const T srounded = (lo + (u < sc - lo ? T(1) : T(0))) * step;
+  const T p = std::min(std::max(sg, T(0)), T(1));
+  const T prob = sg * (u < p ? T(1) : T(0));
+  const T q_value = q == Q_ROUND ? rounded : srounded;
+  return q == Q_ID ? sg : (q == Q_PROB ? prob : sg + (q_value - sg));
 }
 // d quant / d input (straight-through: 1; probabilistic: 2x)
-template <typename T, int Q> inline T dquant(T sg) { return Q == Q_PROB ? T(2) * sg : T(1); }
+template <typename T> inline T dquant(int q, T sg) { return q == Q_PROB ? T(2) * sg : T(1); }
 
 struct Shape {
   int64_t T, M, N, inner, S, draws;
@@ -87,22 +86,22 @@ template <bool D, bool SY, bool R> constexpr int saved_slots() {
 }
 
 // spike values of one step from the membrane before reset (h) and the uniforms
-template <typename T, int F, int Q> struct Fire {
+template <typename T, int F> struct Fire {
   T sgp = T(0), sp = T(0), sgn = T(0), sn = T(0);
-  inline void eval(T h, const T* p, T up, T un, T step) {
+  inline void eval(int q, T h, const T* p, T up, T un, T step) {
     if constexpr (F == LIB) {
       sgp = sig4(h - p[P_TH] + p[P_BIAS]);
-      sp = quant<T, Q>(sgp, up, step);
+      sp = quant<T>(q, sgp, up, step);
     } else if constexpr (F == LIT || F == LITS) {
       sgp = sig4(h - p[P_TH] + p[P_BIAS]);
-      sp = quant<T, Q>(sgp, up, step);
+      sp = quant<T>(q, sgp, up, step);
       sgn = sig4(-p[P_NTH] - h - p[P_BIAS]);
-      sn = -quant<T, Q>(sgn, un, step);
+      sn = -quant<T>(q, sgn, un, step);
     }
   }
-  inline void from_sg(const T* p, T up, T un, T step) {  // spikes again from stored sg values
-    if constexpr (F >= LIB) sp = quant<T, Q>(sgp, up, step);
-    if constexpr (F >= LIT) sn = -quant<T, Q>(sgn, un, step);
+  inline void from_sg(int q, const T* p, T up, T un, T step) {  // spikes again from stored sg values
+    if constexpr (F >= LIB) sp = quant<T>(q, sgp, up, step);
+    if constexpr (F >= LIT) sn = -quant<T>(q, sgn, un, step);
   }
   inline T reset(const T* p) const {
     if constexpr (F == LIB) return sp * p[P_TH];
@@ -117,8 +116,8 @@ template <typename T, int F, int Q> struct Fire {
   }
 };
 
-template <typename T, bool D, bool SY, bool R, int F, int Q>
-void forward_impl(const Shape& sh, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
+template <typename T, bool D, bool SY, bool R, int F>
+void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
                   T* sav) {
   constexpr bool EMA = F == LIEMA;
   constexpr bool FIRES = F >= LIB;
@@ -194,8 +193,8 @@ void forward_impl(const Shape& sh, const T* x, const T* prm, const T* init, cons
             svt[(k++) * sh.M + j] = st[S_MEM][j];
             if constexpr (D) svt[k * sh.M + j] = st[S_NMEM][j];
           }
-          Fire<T, F, Q> f;
-          f.eval(h, p, ut ? ut[j] : T(0), (ut && F >= LIT) ? ut[sh.M + j] : T(0), step);
+          Fire<T, F> f;
+          f.eval(q, h, p, ut ? ut[j] : T(0), (ut && F >= LIT) ? ut[sh.M + j] : T(0), step);
           if constexpr (FIRES) {
             const T amount = f.reset(p);
             if constexpr (D) {
@@ -217,8 +216,8 @@ void forward_impl(const Shape& sh, const T* x, const T* prm, const T* init, cons
 }
 
 // Reverse-time pass. ga = adjoints of the states after the step being processed.
-template <typename T, bool D, bool SY, bool R, int F, int Q>
-void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
+template <typename T, bool D, bool SY, bool R, int F>
+void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
                    T step, const T* sav, T* gx, T* gprm, T* ginit) {
   constexpr bool EMA = F == LIEMA;
   constexpr bool FIRES = F >= LIB;
@@ -249,8 +248,8 @@ void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, co
           T p[NP];
           for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
           const T h = D ? svt[KM * sh.M + j] + svt[(KM + 1) * sh.M + j] : svt[KM * sh.M + j];
-          Fire<T, F, Q> f;
-          f.eval(h, p, T(0), T(0), step);
+          Fire<T, F> f;
+          f.eval(q, h, p, T(0), T(0), step);
           sgp_c[j] = f.sgp;
           sgn_c[j] = f.sgn;
         }
@@ -270,7 +269,7 @@ void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, co
           for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
           // ---- states before this step (recomputed) ----
           T syn0 = T(0), nsyn0 = T(0), rec0 = T(0), nrec0 = T(0), prev = T(0), mem0, nmem0 = T(0);
-          Fire<T, F, Q> fp;  // previous step's spikes
+          Fire<T, F> fp;  // previous step's spikes
           fp.sgp = T(0);
           fp.sgn = T(0);
           if (svp) {
@@ -285,7 +284,7 @@ void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, co
             mem0 = svp[KM * sh.M + j];
             if constexpr (D) nmem0 = svp[(KM + 1) * sh.M + j];
             const T h0 = D ? mem0 + nmem0 : mem0;
-            fp.eval(h0, p, up ? up[j] : T(0), (up && F >= LIT) ? up[sh.M + j] : T(0), step);
+            fp.eval(q, h0, p, up ? up[j] : T(0), (up && F >= LIT) ? up[sh.M + j] : T(0), step);
             if constexpr (FIRES) {
               const T amount = fp.reset(p);
               if constexpr (D) {
@@ -337,10 +336,10 @@ void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, co
             gh_p = ga[S_MEM][j] + G;
             if constexpr (D) gh_n = ga[S_NMEM][j] + G;
           } else {
-            Fire<T, F, Q> f;
+            Fire<T, F> f;
             f.sgp = sgp_c[j];
             f.sgn = sgn_c[j];
-            f.from_sg(p, ut ? ut[j] : T(0), (ut && F >= LIT) ? ut[sh.M + j] : T(0), step);
+            f.from_sg(q, p, ut ? ut[j] : T(0), (ut && F >= LIT) ? ut[sh.M + j] : T(0), step);
             const T c = D ? T(0.5) : T(1);
             const T gsum = D ? ga[S_MEM][j] + ga[S_NMEM][j] : ga[S_MEM][j];
             const T g_amount = -c * gsum;
@@ -348,7 +347,7 @@ void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, co
             if constexpr (F == LIB) {
               const T g_s = G + g_amount * p[P_TH];
               gp[P_TH][j] += g_amount * f.sp;
-              const T g_z = g_s * dquant<T, Q>(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+              const T g_z = g_s * dquant<T>(q, f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
               gp[P_TH][j] -= g_z;
               gp[P_BIAS][j] += g_z;
               ghf = g_z;
@@ -363,8 +362,8 @@ void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, co
                 gp[P_PSC][j] += G * f.sp;
                 gp[P_NSC][j] += G * f.sn;
               }
-              const T g_zp = g_sp * dquant<T, Q>(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
-              const T g_zn = -g_sn * dquant<T, Q>(f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
+              const T g_zp = g_sp * dquant<T>(q, f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+              const T g_zn = -g_sn * dquant<T>(q, f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
               gp[P_TH][j] -= g_zp;
               gp[P_NTH][j] -= g_zn;
               gp[P_BIAS][j] += g_zp - g_zn;
@@ -441,87 +440,62 @@ void backward_impl(const Shape& sh, const T* gout, const T* gfin, const T* x, co
 struct Call {
   bool forward;
   Shape sh;
+  int q;
   double step;
-  // forward
-  const void *x, *prm, *init, *uni;
-  void *out, *fin, *sav;
-  // backward
-  const void *gout, *gfin, *sav_in;
-  void *gx, *gprm, *ginit;
+  const float *x, *prm, *init, *uni;
+  float *out, *fin, *sav;                   // forward
+  const float *gout, *gfin, *sav_in;       // backward
+  float *gx, *gprm, *ginit;
 };
 
-template <typename T, bool D, bool SY, bool R, int F, int Q> void launch(const Call& c) {
+template <bool D, bool SY, bool R, int F> void launch(const Call& c) {
+  const float step = static_cast<float>(c.step);
   if (c.forward) {
-    forward_impl<T, D, SY, R, F, Q>(c.sh, static_cast<const T*>(c.x), static_cast<const T*>(c.prm),
-                                    static_cast<const T*>(c.init), static_cast<const T*>(c.uni), T(c.step),
-                                    static_cast<T*>(c.out), static_cast<T*>(c.fin), static_cast<T*>(c.sav));
+    forward_impl<float, D, SY, R, F>(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav);
   } else {
-    backward_impl<T, D, SY, R, F, Q>(c.sh, static_cast<const T*>(c.gout), static_cast<const T*>(c.gfin),
-                                     static_cast<const T*>(c.x), static_cast<const T*>(c.prm),
-                                     static_cast<const T*>(c.init), static_cast<const T*>(c.uni), T(c.step),
-                                     static_cast<const T*>(c.sav_in), static_cast<T*>(c.gx), static_cast<T*>(c.gprm),
-                                     static_cast<T*>(c.ginit));
+    backward_impl<float, D, SY, R, F>(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx,
+                                      c.gprm, c.ginit);
   }
 }
 
-template <typename T, bool D, bool SY, bool R, int F> void by_quant(int q, const Call& c) {
-  if constexpr (F == LI || F == LIEMA) {
-    launch<T, D, SY, R, F, Q_ID>(c);
-  } else {
-    switch (q) {
-      case Q_ID: return launch<T, D, SY, R, F, Q_ID>(c);
-      case Q_ROUND: return launch<T, D, SY, R, F, Q_ROUND>(c);
-      case Q_SROUND: return launch<T, D, SY, R, F, Q_SROUND>(c);
-      case Q_PROB: return launch<T, D, SY, R, F, Q_PROB>(c);
-      default: TORCH_CHECK(false, "traceTorch kernel: unknown quantizer code ", q);
-    }
+template <bool D, bool SY, bool R> void by_family(int f, const Call& c) {
+  if constexpr (!R) {
+    if (f == LI) return launch<D, SY, R, LI>(c);
+    if (f == LIEMA) return launch<D, SY, R, LIEMA>(c);
   }
+  if (f == LIB) return launch<D, SY, R, LIB>(c);
+  if (f == LIT) return launch<D, SY, R, LIT>(c);
+  if (f == LITS) return launch<D, SY, R, LITS>(c);
+  TORCH_CHECK(false, "traceTorch kernel: unsupported family code ", f, R ? " with the recurrent flag" : "");
 }
 
-template <typename T, bool D, bool SY, bool R> void by_family(int f, int q, const Call& c) {
-  switch (f) {
-    case LI:
-    case LIEMA:
-      if constexpr (!R) {
-        if (f == LI) return by_quant<T, D, SY, R, LI>(q, c);
-        return by_quant<T, D, SY, R, LIEMA>(q, c);
-      }
-      TORCH_CHECK(false, "traceTorch kernel: LI/LIEMA have no recurrent variant");
-    case LIB: return by_quant<T, D, SY, R, LIB>(q, c);
-    case LIT: return by_quant<T, D, SY, R, LIT>(q, c);
-    case LITS: return by_quant<T, D, SY, R, LITS>(q, c);
-    default: TORCH_CHECK(false, "traceTorch kernel: unknown family code ", f);
-  }
-}
-
-template <typename T> void by_flags(bool d, bool sy, bool r, int f, int q, const Call& c) {
+void dispatch(bool d, bool sy, bool r, int64_t f, const Call& c) {
+  const int fam = static_cast<int>(f);
   if (d) {
-    if (sy) return r ? by_family<T, true, true, true>(f, q, c) : by_family<T, true, true, false>(f, q, c);
-    return r ? by_family<T, true, false, true>(f, q, c) : by_family<T, true, false, false>(f, q, c);
+    if (sy) return r ? by_family<true, true, true>(fam, c) : by_family<true, true, false>(fam, c);
+    return r ? by_family<true, false, true>(fam, c) : by_family<true, false, false>(fam, c);
   }
-  if (sy) return r ? by_family<T, false, true, true>(f, q, c) : by_family<T, false, true, false>(f, q, c);
-  return r ? by_family<T, false, false, true>(f, q, c) : by_family<T, false, false, false>(f, q, c);
-}
-
-void dispatch(at::ScalarType dtype, bool d, bool sy, bool r, int64_t f, int64_t q, const Call& c) {
-  if (dtype == at::kFloat) return by_flags<float>(d, sy, r, static_cast<int>(f), static_cast<int>(q), c);
-  if (dtype == at::kDouble) return by_flags<double>(d, sy, r, static_cast<int>(f), static_cast<int>(q), c);
-  TORCH_CHECK(false, "traceTorch kernel: only float32 and float64 are supported, got ", dtype);
+  if (sy) return r ? by_family<false, true, true>(fam, c) : by_family<false, true, false>(fam, c);
+  return r ? by_family<false, false, true>(fam, c) : by_family<false, false, false>(fam, c);
 }
 
 int64_t n_saved(bool d, bool sy, bool r) { return (sy ? (d ? 2 : 1) : 0) + (r ? (d ? 2 : 1) : 0) + (d ? 2 : 1); }
 
 void check(const at::Tensor& t, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous(), "traceTorch kernel: ", name, " must be a contiguous CPU tensor");
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kFloat, "traceTorch kernel: ", name,
+              " must be a contiguous float32 CPU tensor");
 }
 
 }  // namespace
 
+const float* cptr(const at::Tensor& t) { return t.numel() > 0 ? t.const_data_ptr<float>() : nullptr; }
+
 // x [T, M], params [NP, N], init [NS, M], uniforms [T, draws, M] or empty.
 // Returns out [T, M], final states [NS, M], saved [T, S, M] (empty unless save).
-std::vector<at::Tensor> neuron_forward(at::Tensor x, at::Tensor params, at::Tensor init, at::Tensor uniforms, bool dual,
-                                       bool synaptic, bool recurrent, int64_t family, int64_t quant, double step,
-                                       int64_t num_neurons, int64_t inner, bool save) {
+std::vector<at::Tensor> neuron_forward(const at::Tensor& x, const at::Tensor& params, const at::Tensor& init,
+                                       const at::Tensor& uniforms, bool dual, bool synaptic, bool recurrent,
+                                       int64_t family, int64_t quant, double step, int64_t num_neurons, int64_t inner,
+                                       bool save) {
   check(x, "x");
   check(params, "params");
   check(init, "init");
@@ -531,35 +505,36 @@ std::vector<at::Tensor> neuron_forward(at::Tensor x, at::Tensor params, at::Tens
   if (has_u) check(uniforms, "uniforms");
   auto out = at::empty_like(x);
   auto fin = at::empty_like(init);
-  auto sav = save ? at::empty({T, S, M}, x.options()) : at::empty({0}, x.options());
+  auto sav = at::empty({save ? T : 0, S, M}, x.options());
   Call c{};
   c.forward = true;
   c.sh = Shape{T, M, num_neurons, inner, S, has_u ? uniforms.size(1) : 0};
+  c.q = static_cast<int>(quant);
   c.step = step;
-  c.x = x.data_ptr();
-  c.prm = params.data_ptr();
-  c.init = init.data_ptr();
-  c.uni = has_u ? uniforms.data_ptr() : nullptr;
-  c.out = out.data_ptr();
-  c.fin = fin.data_ptr();
-  c.sav = save ? sav.data_ptr() : nullptr;
-  dispatch(x.scalar_type(), dual, synaptic, recurrent, family, quant, c);
+  c.x = cptr(x);
+  c.prm = cptr(params);
+  c.init = cptr(init);
+  c.uni = has_u ? cptr(uniforms) : nullptr;
+  c.out = out.mutable_data_ptr<float>();
+  c.fin = fin.mutable_data_ptr<float>();
+  c.sav = save ? sav.mutable_data_ptr<float>() : nullptr;
+  dispatch(dual, synaptic, recurrent, family, c);
   return {out, fin, sav};
 }
 
 // Returns grad x [T, M], per-element parameter grads [NP, M], grad of the initial states [NS, M].
-std::vector<at::Tensor> neuron_backward(at::Tensor gout, at::Tensor gfin, at::Tensor x, at::Tensor params, at::Tensor init,
-                                        at::Tensor uniforms, at::Tensor saved, bool dual, bool synaptic, bool recurrent,
-                                        int64_t family, int64_t quant, double step, int64_t num_neurons, int64_t inner) {
+std::vector<at::Tensor> neuron_backward(const at::Tensor& gout, const at::Tensor& gfin, const at::Tensor& x,
+                                        const at::Tensor& params, const at::Tensor& init, const at::Tensor& uniforms,
+                                        const at::Tensor& saved, bool dual, bool synaptic, bool recurrent, int64_t family,
+                                        int64_t quant, double step, int64_t num_neurons, int64_t inner) {
   check(gout, "grad_out");
   check(gfin, "grad_final");
   check(params, "params");
   check(init, "init");
   check(saved, "saved");
   const int64_t T = gout.size(0), M = gout.size(1);
-  const bool has_x = x.numel() > 0;
   const bool has_u = uniforms.numel() > 0;
-  if (has_x) check(x, "x");
+  if (x.numel() > 0) check(x, "x");
   if (has_u) check(uniforms, "uniforms");
   auto gx = at::empty_like(gout);
   auto gprm = at::empty({NP, M}, gout.options());
@@ -567,22 +542,31 @@ std::vector<at::Tensor> neuron_backward(at::Tensor gout, at::Tensor gfin, at::Te
   Call c{};
   c.forward = false;
   c.sh = Shape{T, M, num_neurons, inner, n_saved(dual, synaptic, recurrent), has_u ? uniforms.size(1) : 0};
+  c.q = static_cast<int>(quant);
   c.step = step;
-  c.gout = gout.data_ptr();
-  c.gfin = gfin.data_ptr();
-  c.x = has_x ? x.data_ptr() : nullptr;
-  c.prm = params.data_ptr();
-  c.init = init.data_ptr();
-  c.uni = has_u ? uniforms.data_ptr() : nullptr;
-  c.sav_in = saved.data_ptr();
-  c.gx = gx.data_ptr();
-  c.gprm = gprm.data_ptr();
-  c.ginit = ginit.data_ptr();
-  dispatch(gout.scalar_type(), dual, synaptic, recurrent, family, quant, c);
+  c.gout = cptr(gout);
+  c.gfin = cptr(gfin);
+  c.x = cptr(x);
+  c.prm = cptr(params);
+  c.init = cptr(init);
+  c.uni = has_u ? cptr(uniforms) : nullptr;
+  c.sav_in = cptr(saved);
+  c.gx = gx.mutable_data_ptr<float>();
+  c.gprm = gprm.mutable_data_ptr<float>();
+  c.ginit = ginit.mutable_data_ptr<float>();
+  dispatch(dual, synaptic, recurrent, family, c);
   return {gx, gprm, ginit};
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", &neuron_forward, "fused neuron sequence forward");
-  m.def("backward", &neuron_backward, "fused neuron sequence backward");
+TORCH_LIBRARY(tracetorch_kernels, m) {
+  m.def("neuron_forward(Tensor x, Tensor params, Tensor init, Tensor uniforms, bool dual, bool synaptic, "
+        "bool recurrent, int family, int quant, float step, int num_neurons, int inner, bool save) -> Tensor[]");
+  m.def("neuron_backward(Tensor grad_out, Tensor grad_final, Tensor x, Tensor params, Tensor init, Tensor uniforms, "
+        "Tensor saved, bool dual, bool synaptic, bool recurrent, int family, int quant, float step, int num_neurons, "
+        "int inner) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
+  m.impl("neuron_forward", &neuron_forward);
+  m.impl("neuron_backward", &neuron_backward);
 }
