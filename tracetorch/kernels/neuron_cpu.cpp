@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace {
 
@@ -33,7 +34,7 @@ enum Quant { Q_ID = 0, Q_ROUND = 1, Q_SROUND = 2, Q_PROB = 3 };
 enum { P_A = 0, P_NA, P_B, P_NB, P_G, P_NG, P_W, P_NW, P_TH, P_NTH, P_BIAS, P_PSC, P_NSC, NP };
 // state slots
 enum { S_SYN = 0, S_NSYN, S_REC, S_NREC, S_PREV, S_MEM, S_NMEM, NS };
-constexpr int64_t BLK = 64;
+constexpr int64_t BLK = 256;
 
 inline float fast_exp(float x) {
   // Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n by exponent bits.
@@ -62,20 +63,25 @@ template <typename T> inline T negv(T v) { return v <= T(0) ? v : T(0); }
 template <typename T> inline T ipos(T v) { return v >= T(0) ? T(1) : T(0); }
 template <typename T> inline T ineg(T v) { return v <= T(0) ? T(1) : T(0); }
 
-// The quantizer is a runtime code: every variant is computed and one selected, which keeps
-// the loops branch-free (the cost is small next to the exponential of the spike function).
-template <typename T> inline T quant(int q, T sg, T u, T step) {
-  const T sc = sg / step;
-  const T rounded = std::nearbyint(sc) * step;
-  const T lo = std::floor(sc);
-  const T srounded = (lo + (u < sc - lo ? T(1) : T(0))) * step;
-  const T p = std::min(std::max(sg, T(0)), T(1));
-  const T prob = sg * (u < p ? T(1) : T(0));
-  const T q_value = q == Q_ROUND ? rounded : srounded;
-  return q == Q_ID ? sg : (q == Q_PROB ? prob : sg + (q_value - sg));
-}
-// d quant / d input (straight-through: 1; probabilistic: 2x)
-template <typename T> inline T dquant(int q, T sg) { return q == Q_PROB ? T(2) * sg : T(1); }
+// The quantizer is chosen at run time by 0/1 weights computed once per call: every variant is
+// computed and blended, which is exact (weights are exactly 0 or 1, the values finite) and keeps
+// the vector loops free of control flow; the cost is small next to the exponential.
+template <typename T> struct Quantizer {
+  T w_id, w_round, w_sround, w_prob, step;
+  Quantizer(int q, T step_size)
+      : w_id(q == Q_ID), w_round(q == Q_ROUND), w_sround(q == Q_SROUND), w_prob(q == Q_PROB), step(step_size) {}
+  inline T operator()(T sg, T u) const {
+    const T sc = sg / step;
+    const T rounded = std::nearbyint(sc) * step;
+    const T lo = std::floor(sc);
+    const T srounded = (lo + (u < sc - lo ? T(1) : T(0))) * step;
+    const T p = std::min(std::max(sg, T(0)), T(1));
+    const T prob = sg * (u < p ? T(1) : T(0));
+    return w_id * sg + w_round * (sg + (rounded - sg)) + w_sround * (sg + (srounded - sg)) + w_prob * prob;
+  }
+  // d quant / d input: straight-through 1, probabilistic 2x
+  inline T grad(T sg) const { return w_prob * (T(2) * sg) + (T(1) - w_prob); }
+};
 
 struct Shape {
   int64_t T, M, N, inner, S, draws;
@@ -84,34 +90,38 @@ struct Shape {
 template <bool D, bool SY, bool R> constexpr int saved_slots() {
   return (SY ? (D ? 2 : 1) : 0) + (R ? (D ? 2 : 1) : 0) + (D ? 2 : 1);
 }
+// first saved slot of the synaptic, recurrent and membrane traces
+constexpr int KS = 0;
+template <bool D, bool SY> constexpr int rec_slot() { return SY ? (D ? 2 : 1) : 0; }
+template <bool D, bool SY, bool R> constexpr int mem_slot() { return rec_slot<D, SY>() + (R ? (D ? 2 : 1) : 0); }
 
 // spike values of one step from the membrane before reset (h) and the uniforms
 template <typename T, int F> struct Fire {
   T sgp = T(0), sp = T(0), sgn = T(0), sn = T(0);
-  inline void eval(int q, T h, const T* p, T up, T un, T step) {
+  inline void eval(const Quantizer<T>& qz, T h, const T (*pv)[BLK], int64_t j, T up, T un) {
     if constexpr (F == LIB) {
-      sgp = sig4(h - p[P_TH] + p[P_BIAS]);
-      sp = quant<T>(q, sgp, up, step);
+      sgp = sig4(h - pv[P_TH][j] + pv[P_BIAS][j]);
+      sp = qz(sgp, up);
     } else if constexpr (F == LIT || F == LITS) {
-      sgp = sig4(h - p[P_TH] + p[P_BIAS]);
-      sp = quant<T>(q, sgp, up, step);
-      sgn = sig4(-p[P_NTH] - h - p[P_BIAS]);
-      sn = -quant<T>(q, sgn, un, step);
+      sgp = sig4(h - pv[P_TH][j] + pv[P_BIAS][j]);
+      sp = qz(sgp, up);
+      sgn = sig4(-pv[P_NTH][j] - h - pv[P_BIAS][j]);
+      sn = -qz(sgn, un);
     }
   }
-  inline void from_sg(int q, const T* p, T up, T un, T step) {  // spikes again from stored sg values
-    if constexpr (F >= LIB) sp = quant<T>(q, sgp, up, step);
-    if constexpr (F >= LIT) sn = -quant<T>(q, sgn, un, step);
+  inline void from_sg(const Quantizer<T>& qz, T up, T un) {  // spikes again from stored sg values
+    if constexpr (F >= LIB) sp = qz(sgp, up);
+    if constexpr (F >= LIT) sn = -qz(sgn, un);
   }
-  inline T reset(const T* p) const {
-    if constexpr (F == LIB) return sp * p[P_TH];
-    else if constexpr (F >= LIT) return sp * p[P_TH] + sn * p[P_NTH];
+  inline T reset(const T (*pv)[BLK], int64_t j) const {
+    if constexpr (F == LIB) return sp * pv[P_TH][j];
+    else if constexpr (F >= LIT) return sp * pv[P_TH][j] + sn * pv[P_NTH][j];
     else return T(0);
   }
-  inline T out(T h, const T* p) const {
+  inline T out(T h, const T (*pv)[BLK], int64_t j) const {
     if constexpr (F == LIB) return sp;
     else if constexpr (F == LIT) return sp + sn;
-    else if constexpr (F == LITS) return p[P_PSC] * sp + p[P_NSC] * sn;
+    else if constexpr (F == LITS) return pv[P_PSC][j] * sp + pv[P_NSC][j] * sn;
     else return h;
   }
 };
@@ -122,10 +132,17 @@ void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* ini
   constexpr bool EMA = F == LIEMA;
   constexpr bool FIRES = F >= LIB;
   constexpr int S = saved_slots<D, SY, R>();
+  constexpr int KR = rec_slot<D, SY>();
+  constexpr int KM = mem_slot<D, SY, R>();
+  const Quantizer<T> qz_call(q, step);
   const int64_t nblocks = (sh.M + BLK - 1) / BLK;
   at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
-    T st[NS][BLK];
-    T pv[NP][BLK];
+    const Quantizer<T> qz = qz_call;  // a local copy: stores to float outputs cannot alias it
+    // every pointer used in the vector loop is valid, so that no load or store is conditional
+    alignas(64) T st[NS][BLK];
+    alignas(64) T pv[NP][BLK];
+    alignas(64) T zeros[BLK] = {};
+    alignas(64) T scratch[S + 2][BLK];
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t e0 = blk * BLK;
       const int64_t cnt = std::min(BLK, sh.M - e0);
@@ -134,37 +151,44 @@ void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* ini
         for (int k = 0; k < NP; ++k) pv[k][j] = prm[k * sh.N + n];
         for (int k = 0; k < NS; ++k) st[k][j] = init[k * sh.M + e0 + j];
       }
+      const int64_t svs = sav ? sh.M : BLK;  // stride between saved slots
       for (int64_t t = 0; t < sh.T; ++t) {
-        const T* xt = x + t * sh.M + e0;
-        T* ot = out + t * sh.M + e0;
-        T* svt = sav ? sav + t * S * sh.M + e0 : nullptr;
-        const T* ut = uni ? uni + t * sh.draws * sh.M + e0 : nullptr;
-#pragma omp simd
+        const T* __restrict xt = x + t * sh.M + e0;
+        T* __restrict ot = out + t * sh.M + e0;
+        T* svt = sav ? sav + t * S * sh.M + e0 : &scratch[0][0];
+        // one restrict pointer per saved slot: a runtime stride between slots defeats the vectorizer
+        T* __restrict sv_syn = svt + KS * svs;
+        T* __restrict sv_nsyn = svt + (KS + 1) * svs;
+        T* __restrict sv_rec = svt + KR * svs;
+        T* __restrict sv_nrec = svt + (KR + 1) * svs;
+        T* __restrict sv_mem = svt + KM * svs;
+        T* __restrict sv_nmem = svt + (KM + 1) * svs;
+        const T* __restrict u0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
+        const T* __restrict u1 = (uni && sh.draws > 1) ? u0 + sh.M : zeros;
+#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
         for (int64_t j = 0; j < cnt; ++j) {
-          T p[NP];
-          for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
           const T xv = xt[j];
           T u, dp, dn = T(0);
           if constexpr (SY && !D) {
-            st[S_SYN][j] = p[P_A] * st[S_SYN][j] + (T(1) - p[P_A]) * xv;
+            st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * xv;
             u = st[S_SYN][j];
           } else if constexpr (SY && D) {
-            st[S_SYN][j] = p[P_A] * st[S_SYN][j] + (T(1) - p[P_A]) * posv(xv);
-            st[S_NSYN][j] = p[P_NA] * st[S_NSYN][j] + (T(1) - p[P_NA]) * negv(xv);
+            st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * posv(xv);
+            st[S_NSYN][j] = pv[P_NA][j] * st[S_NSYN][j] + (T(1) - pv[P_NA][j]) * negv(xv);
             u = st[S_SYN][j] + st[S_NSYN][j];
           } else {
             u = xv;
           }
           if constexpr (R && !D) {
-            st[S_REC][j] = p[P_G] * st[S_REC][j] + (T(1) - p[P_G]) * st[S_PREV][j];
-            dp = p[P_W] * st[S_REC][j] + u;
+            st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * st[S_PREV][j];
+            dp = pv[P_W][j] * st[S_REC][j] + u;
           } else if constexpr (R && D) {
             const T prev = st[S_PREV][j];
-            st[S_REC][j] = p[P_G] * st[S_REC][j] + (T(1) - p[P_G]) * posv(prev);
-            st[S_NREC][j] = p[P_NG] * st[S_NREC][j] + (T(1) - p[P_NG]) * negv(prev);
+            st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * posv(prev);
+            st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
             const T r = st[S_REC][j] + st[S_NREC][j];
-            dp = p[P_W] * posv(r) + posv(u);
-            dn = p[P_NW] * negv(r) + negv(u);
+            dp = pv[P_W][j] * posv(r) + posv(u);
+            dn = pv[P_NW][j] * negv(r) + negv(u);
           } else if constexpr (D) {
             dp = posv(u);
             dn = negv(u);
@@ -172,31 +196,27 @@ void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* ini
             dp = u;
           }
           T h;
-          if constexpr (!D) {
-            st[S_MEM][j] = p[P_B] * st[S_MEM][j] + (EMA ? (T(1) - p[P_B]) * dp : dp);
-            h = st[S_MEM][j];
-          } else {
-            st[S_MEM][j] = p[P_B] * st[S_MEM][j] + (EMA ? (T(1) - p[P_B]) * dp : dp);
-            st[S_NMEM][j] = p[P_NB] * st[S_NMEM][j] + (EMA ? (T(1) - p[P_NB]) * dn : dn);
+          st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
+          if constexpr (D) {
+            st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
             h = st[S_MEM][j] + st[S_NMEM][j];
+          } else {
+            h = st[S_MEM][j];
           }
-          if (svt) {
-            int k = 0;
-            if constexpr (SY) {
-              svt[(k++) * sh.M + j] = st[S_SYN][j];
-              if constexpr (D) svt[(k++) * sh.M + j] = st[S_NSYN][j];
-            }
-            if constexpr (R) {
-              svt[(k++) * sh.M + j] = st[S_REC][j];
-              if constexpr (D) svt[(k++) * sh.M + j] = st[S_NREC][j];
-            }
-            svt[(k++) * sh.M + j] = st[S_MEM][j];
-            if constexpr (D) svt[k * sh.M + j] = st[S_NMEM][j];
+          if constexpr (SY) {
+            sv_syn[j] = st[S_SYN][j];
+            if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
           }
+          if constexpr (R) {
+            sv_rec[j] = st[S_REC][j];
+            if constexpr (D) sv_nrec[j] = st[S_NREC][j];
+          }
+          sv_mem[j] = st[S_MEM][j];
+          if constexpr (D) sv_nmem[j] = st[S_NMEM][j];
           Fire<T, F> f;
-          f.eval(q, h, p, ut ? ut[j] : T(0), (ut && F >= LIT) ? ut[sh.M + j] : T(0), step);
+          f.eval(qz, h, pv, j, u0[j], u1[j]);
           if constexpr (FIRES) {
-            const T amount = f.reset(p);
+            const T amount = f.reset(pv, j);
             if constexpr (D) {
               st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
               st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
@@ -204,7 +224,7 @@ void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* ini
               st[S_MEM][j] = st[S_MEM][j] - amount;
             }
           }
-          const T o = f.out(h, p);
+          const T o = f.out(h, pv, j);
           if constexpr (R) st[S_PREV][j] = o;
           ot[j] = o;
         }
@@ -222,15 +242,17 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
   constexpr bool EMA = F == LIEMA;
   constexpr bool FIRES = F >= LIB;
   constexpr int S = saved_slots<D, SY, R>();
-  constexpr int KS = 0;                                           // first synaptic slot
-  constexpr int KR = SY ? (D ? 2 : 1) : 0;                        // first recurrent slot
-  constexpr int KM = KR + (R ? (D ? 2 : 1) : 0);                  // first membrane slot
+  constexpr int KR = rec_slot<D, SY>();
+  constexpr int KM = mem_slot<D, SY, R>();
+  const Quantizer<T> qz_call(q, step);
   const int64_t nblocks = (sh.M + BLK - 1) / BLK;
   at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
-    T ga[NS][BLK];
-    T gp[NP][BLK];
-    T pv[NP][BLK];
-    T sgp_c[BLK], sgn_c[BLK];  // spike probabilities of the step being processed
+    const Quantizer<T> qz = qz_call;  // a local copy: stores to float outputs cannot alias it
+    alignas(64) T ga[NS][BLK];
+    alignas(64) T gp[NP][BLK];
+    alignas(64) T pv[NP][BLK];
+    alignas(64) T sgp_c[BLK], sgn_c[BLK];  // spike probabilities of the step being processed
+    alignas(64) T zeros[BLK] = {};
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t e0 = blk * BLK;
       const int64_t cnt = std::min(BLK, sh.M - e0);
@@ -244,35 +266,41 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
       }
       if constexpr (FIRES) {  // spike probabilities of the last step
         const T* svt = sav + (sh.T - 1) * S * sh.M + e0;
+#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
         for (int64_t j = 0; j < cnt; ++j) {
-          T p[NP];
-          for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
           const T h = D ? svt[KM * sh.M + j] + svt[(KM + 1) * sh.M + j] : svt[KM * sh.M + j];
           Fire<T, F> f;
-          f.eval(q, h, p, T(0), T(0), step);
+          f.eval(qz, h, pv, j, T(0), T(0));
           sgp_c[j] = f.sgp;
           sgn_c[j] = f.sgn;
         }
       }
-      for (int64_t t = sh.T - 1; t >= 0; --t) {
-        const T* svt = sav + t * S * sh.M + e0;
-        const T* svp = t > 0 ? sav + (t - 1) * S * sh.M + e0 : nullptr;
-        const T* xt = x ? x + t * sh.M + e0 : nullptr;
-        const T* got = gout + t * sh.M + e0;
-        const T* ut = uni ? uni + t * sh.draws * sh.M + e0 : nullptr;
-        const T* up = (uni && t > 0) ? uni + (t - 1) * sh.draws * sh.M + e0 : nullptr;
-        const T* ini = init + e0;
-        T* gxt = gx + t * sh.M + e0;
-#pragma omp simd
+      // one reverse step; FIRST: t == 0, the states before it are the initial ones
+      auto step_back = [&](int64_t t, auto first) {
+        constexpr bool FIRST = decltype(first)::value;
+        const T* __restrict svt = sav + t * S * sh.M + e0;
+        const T* __restrict svp = FIRST ? init + e0 : sav + (t - 1) * S * sh.M + e0;
+        const T* __restrict xt = x ? x + t * sh.M + e0 : zeros;
+        const T* __restrict got = gout + t * sh.M + e0;
+        const T* __restrict ut0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
+        const T* __restrict ut1 = (uni && sh.draws > 1) ? ut0 + sh.M : zeros;
+        const T* __restrict up0 = (uni && !FIRST) ? uni + (t - 1) * sh.draws * sh.M + e0 : zeros;
+        const T* __restrict up1 = (uni && !FIRST && sh.draws > 1) ? up0 + sh.M : zeros;
+        T* __restrict gxt = gx + t * sh.M + e0;
+#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
         for (int64_t j = 0; j < cnt; ++j) {
-          T p[NP];
-          for (int k = 0; k < NP; ++k) p[k] = pv[k][j];
-          // ---- states before this step (recomputed) ----
+          // ---- states before this step ----
           T syn0 = T(0), nsyn0 = T(0), rec0 = T(0), nrec0 = T(0), prev = T(0), mem0, nmem0 = T(0);
           Fire<T, F> fp;  // previous step's spikes
-          fp.sgp = T(0);
-          fp.sgn = T(0);
-          if (svp) {
+          if constexpr (FIRST) {
+            syn0 = svp[S_SYN * sh.M + j];
+            nsyn0 = svp[S_NSYN * sh.M + j];
+            rec0 = svp[S_REC * sh.M + j];
+            nrec0 = svp[S_NREC * sh.M + j];
+            prev = svp[S_PREV * sh.M + j];
+            mem0 = svp[S_MEM * sh.M + j];
+            nmem0 = svp[S_NMEM * sh.M + j];
+          } else {
             if constexpr (SY) {
               syn0 = svp[KS * sh.M + j];
               if constexpr (D) nsyn0 = svp[(KS + 1) * sh.M + j];
@@ -284,9 +312,9 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
             mem0 = svp[KM * sh.M + j];
             if constexpr (D) nmem0 = svp[(KM + 1) * sh.M + j];
             const T h0 = D ? mem0 + nmem0 : mem0;
-            fp.eval(q, h0, p, up ? up[j] : T(0), (up && F >= LIT) ? up[sh.M + j] : T(0), step);
+            fp.eval(qz, h0, pv, j, up0[j], up1[j]);
             if constexpr (FIRES) {
-              const T amount = fp.reset(p);
+              const T amount = fp.reset(pv, j);
               if constexpr (D) {
                 mem0 = mem0 - T(0.5) * amount;
                 nmem0 = nmem0 - T(0.5) * amount;
@@ -294,18 +322,10 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
                 mem0 = mem0 - amount;
               }
             }
-            if constexpr (R) prev = fp.out(h0, p);
-          } else {
-            syn0 = ini[S_SYN * sh.M + j];
-            nsyn0 = ini[S_NSYN * sh.M + j];
-            rec0 = ini[S_REC * sh.M + j];
-            nrec0 = ini[S_NREC * sh.M + j];
-            prev = ini[S_PREV * sh.M + j];
-            mem0 = ini[S_MEM * sh.M + j];
-            nmem0 = ini[S_NMEM * sh.M + j];
+            if constexpr (R) prev = fp.out(h0, pv, j);
           }
           // ---- this step's values ----
-          const T xv = xt ? xt[j] : T(0);
+          const T xv = xt[j];
           T syn = T(0), nsyn = T(0), rec = T(0), nrec = T(0);
           if constexpr (SY) {
             syn = svt[KS * sh.M + j];
@@ -317,12 +337,12 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
           }
           const T u = SY ? (D ? syn + nsyn : syn) : xv;
           T dp, dn = T(0);
-          T r = rec + nrec;
+          const T r = rec + nrec;
           if constexpr (R && !D) {
-            dp = p[P_W] * rec + u;
+            dp = pv[P_W][j] * rec + u;
           } else if constexpr (R && D) {
-            dp = p[P_W] * posv(r) + posv(u);
-            dn = p[P_NW] * negv(r) + negv(u);
+            dp = pv[P_W][j] * posv(r) + posv(u);
+            dn = pv[P_NW][j] * negv(r) + negv(u);
           } else if constexpr (D) {
             dp = posv(u);
             dn = negv(u);
@@ -339,33 +359,30 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
             Fire<T, F> f;
             f.sgp = sgp_c[j];
             f.sgn = sgn_c[j];
-            f.from_sg(q, p, ut ? ut[j] : T(0), (ut && F >= LIT) ? ut[sh.M + j] : T(0), step);
+            f.from_sg(qz, ut0[j], ut1[j]);
             const T c = D ? T(0.5) : T(1);
             const T gsum = D ? ga[S_MEM][j] + ga[S_NMEM][j] : ga[S_MEM][j];
             const T g_amount = -c * gsum;
             T ghf;
             if constexpr (F == LIB) {
-              const T g_s = G + g_amount * p[P_TH];
-              gp[P_TH][j] += g_amount * f.sp;
-              const T g_z = g_s * dquant<T>(q, f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
-              gp[P_TH][j] -= g_z;
+              const T g_s = G + g_amount * pv[P_TH][j];
+              const T g_z = g_s * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+              gp[P_TH][j] += g_amount * f.sp - g_z;
               gp[P_BIAS][j] += g_z;
               ghf = g_z;
             } else {
-              const T ap = F == LITS ? p[P_PSC] : T(1);
-              const T an = F == LITS ? p[P_NSC] : T(1);
-              const T g_sp = G * ap + g_amount * p[P_TH];
-              const T g_sn = G * an + g_amount * p[P_NTH];
-              gp[P_TH][j] += g_amount * f.sp;
-              gp[P_NTH][j] += g_amount * f.sn;
+              const T ap = F == LITS ? pv[P_PSC][j] : T(1);
+              const T an = F == LITS ? pv[P_NSC][j] : T(1);
+              const T g_sp = G * ap + g_amount * pv[P_TH][j];
+              const T g_sn = G * an + g_amount * pv[P_NTH][j];
               if constexpr (F == LITS) {
                 gp[P_PSC][j] += G * f.sp;
                 gp[P_NSC][j] += G * f.sn;
               }
-              const T g_zp = g_sp * dquant<T>(q, f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
-              const T g_zn = -g_sn * dquant<T>(q, f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
-              gp[P_TH][j] -= g_zp;
-              gp[P_NTH][j] -= g_zn;
+              const T g_zp = g_sp * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+              const T g_zn = -g_sn * qz.grad(f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
+              gp[P_TH][j] += g_amount * f.sp - g_zp;
+              gp[P_NTH][j] += g_amount * f.sn - g_zn;
               gp[P_BIAS][j] += g_zp - g_zn;
               ghf = g_zp - g_zn;
             }
@@ -377,33 +394,33 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
           // ---- membrane ----
           T g_dp, g_dn = T(0);
           gp[P_B][j] += gh_p * (mem0 - (EMA ? dp : T(0)));
-          ga[S_MEM][j] = gh_p * p[P_B];
-          g_dp = EMA ? gh_p * (T(1) - p[P_B]) : gh_p;
+          ga[S_MEM][j] = gh_p * pv[P_B][j];
+          g_dp = EMA ? gh_p * (T(1) - pv[P_B][j]) : gh_p;
           if constexpr (D) {
             gp[P_NB][j] += gh_n * (nmem0 - (EMA ? dn : T(0)));
-            ga[S_NMEM][j] = gh_n * p[P_NB];
-            g_dn = EMA ? gh_n * (T(1) - p[P_NB]) : gh_n;
+            ga[S_NMEM][j] = gh_n * pv[P_NB][j];
+            g_dn = EMA ? gh_n * (T(1) - pv[P_NB][j]) : gh_n;
           }
           // ---- recurrence ----
           T g_u;
           if constexpr (R && !D) {
             gp[P_W][j] += g_dp * rec;
-            const T g_rec = ga[S_REC][j] + g_dp * p[P_W];
+            const T g_rec = ga[S_REC][j] + g_dp * pv[P_W][j];
             gp[P_G][j] += g_rec * (rec0 - prev);
-            ga[S_REC][j] = g_rec * p[P_G];
-            ga[S_PREV][j] = g_rec * (T(1) - p[P_G]);
+            ga[S_REC][j] = g_rec * pv[P_G][j];
+            ga[S_PREV][j] = g_rec * (T(1) - pv[P_G][j]);
             g_u = g_dp;
           } else if constexpr (R && D) {
             gp[P_W][j] += g_dp * posv(r);
             gp[P_NW][j] += g_dn * negv(r);
-            const T g_r = g_dp * p[P_W] * ipos(r) + g_dn * p[P_NW] * ineg(r);
+            const T g_r = g_dp * pv[P_W][j] * ipos(r) + g_dn * pv[P_NW][j] * ineg(r);
             const T g_pr = ga[S_REC][j] + g_r;
             const T g_nr = ga[S_NREC][j] + g_r;
             gp[P_G][j] += g_pr * (rec0 - posv(prev));
             gp[P_NG][j] += g_nr * (nrec0 - negv(prev));
-            ga[S_REC][j] = g_pr * p[P_G];
-            ga[S_NREC][j] = g_nr * p[P_NG];
-            ga[S_PREV][j] = g_pr * (T(1) - p[P_G]) * ipos(prev) + g_nr * (T(1) - p[P_NG]) * ineg(prev);
+            ga[S_REC][j] = g_pr * pv[P_G][j];
+            ga[S_NREC][j] = g_nr * pv[P_NG][j];
+            ga[S_PREV][j] = g_pr * (T(1) - pv[P_G][j]) * ipos(prev) + g_nr * (T(1) - pv[P_NG][j]) * ineg(prev);
             g_u = g_dp * ipos(u) + g_dn * ineg(u);
           } else if constexpr (D) {
             g_u = g_dp * ipos(u) + g_dn * ineg(u);
@@ -414,21 +431,23 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
           if constexpr (SY && !D) {
             const T g_syn = ga[S_SYN][j] + g_u;
             gp[P_A][j] += g_syn * (syn0 - xv);
-            ga[S_SYN][j] = g_syn * p[P_A];
-            gxt[j] = g_syn * (T(1) - p[P_A]);
+            ga[S_SYN][j] = g_syn * pv[P_A][j];
+            gxt[j] = g_syn * (T(1) - pv[P_A][j]);
           } else if constexpr (SY && D) {
             const T g_ps = ga[S_SYN][j] + g_u;
             const T g_ns = ga[S_NSYN][j] + g_u;
             gp[P_A][j] += g_ps * (syn0 - posv(xv));
             gp[P_NA][j] += g_ns * (nsyn0 - negv(xv));
-            ga[S_SYN][j] = g_ps * p[P_A];
-            ga[S_NSYN][j] = g_ns * p[P_NA];
-            gxt[j] = g_ps * (T(1) - p[P_A]) * ipos(xv) + g_ns * (T(1) - p[P_NA]) * ineg(xv);
+            ga[S_SYN][j] = g_ps * pv[P_A][j];
+            ga[S_NSYN][j] = g_ns * pv[P_NA][j];
+            gxt[j] = g_ps * (T(1) - pv[P_A][j]) * ipos(xv) + g_ns * (T(1) - pv[P_NA][j]) * ineg(xv);
           } else {
             gxt[j] = g_u;
           }
         }
-      }
+      };
+      for (int64_t t = sh.T - 1; t >= 1; --t) step_back(t, std::false_type{});
+      step_back(0, std::true_type{});
       for (int64_t j = 0; j < cnt; ++j) {
         for (int k = 0; k < NS; ++k) ginit[k * sh.M + e0 + j] = ga[k][j];
         for (int k = 0; k < NP; ++k) gprm[k * sh.M + e0 + j] = gp[k][j];
