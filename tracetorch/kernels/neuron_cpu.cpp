@@ -87,6 +87,9 @@ struct Shape {
   int64_t T, M, N, inner, S, draws;
 };
 
+// blocks per task: at least ~256k element-steps, so small problems skip the thread start-up
+inline int64_t grain(const Shape& sh) { return std::max<int64_t>(1, (int64_t{1} << 18) / (BLK * std::max<int64_t>(sh.T, 1))); }
+
 template <bool D, bool SY, bool R> constexpr int saved_slots() {
   return (SY ? (D ? 2 : 1) : 0) + (R ? (D ? 2 : 1) : 0) + (D ? 2 : 1);
 }
@@ -136,7 +139,7 @@ void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* ini
   constexpr int KM = mem_slot<D, SY, R>();
   const Quantizer<T> qz_call(q, step);
   const int64_t nblocks = (sh.M + BLK - 1) / BLK;
-  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
     const Quantizer<T> qz = qz_call;  // a local copy: stores to float outputs cannot alias it
     // every pointer used in the vector loop is valid, so that no load or store is conditional
     alignas(64) T st[NS][BLK];
@@ -246,7 +249,7 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
   constexpr int KM = mem_slot<D, SY, R>();
   const Quantizer<T> qz_call(q, step);
   const int64_t nblocks = (sh.M + BLK - 1) / BLK;
-  at::parallel_for(0, nblocks, 1, [&](int64_t b0, int64_t b1) {
+  at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
     const Quantizer<T> qz = qz_call;  // a local copy: stores to float outputs cannot alias it
     alignas(64) T ga[NS][BLK];
     alignas(64) T gp[NP][BLK];
