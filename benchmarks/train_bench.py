@@ -131,7 +131,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     images, labels, source = load_images((args.batches + 2) * BATCH)
-    names = [n for n in MODELS if not n.split("-")[0] in ("snntorch", "spikingjelly") or importlib.util.find_spec(n)]
+    names = [n for n in MODELS if n.split("-")[0] not in ("snntorch", "spikingjelly") or importlib.util.find_spec(n)]
     print(f"{source}, {'-'.join(map(str, SIZES))}, T={STEPS}, batch {BATCH}, {torch.get_num_threads()} threads")
     results = {name: throughput(name, images, labels, args.batches) for name in names}
     others = [r[0] for n, r in results.items() if not n.startswith("tracetorch")]
