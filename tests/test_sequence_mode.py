@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import logging
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -296,3 +300,44 @@ def test_triton_kernel_matches_reference(name: str, quant: str) -> None:
 def test_cuda_input_selects_triton() -> None:
     layer = tt.snn.LIB(4).cuda()
     assert dispatch.select_path(layer, torch.zeros(2, 1, 4, device="cuda")) == "triton"
+
+
+TRITON_CHECK = """
+import copy, torch, tracetorch as tt
+from tracetorch.kernels.fused import fused_run
+from tracetorch.kernels.reference import draw_uniforms, quant_kind, run_reference
+from tracetorch.kernels.triton_kernels import TritonBackend
+F = tt.functional
+for name, quant in (("DSRLITS", F.probabilistic_ste()), ("SLIEMA", None), ("RLIB", F.round_ste(0.5)),
+                    ("DLIT", F.stochastic_round_ste())):
+    torch.manual_seed(0)
+    layer = tt.snn.get_layer_class(name)(5, dim=-2, **({"quant_fn": quant} if quant is not None else {}))
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.4 * torch.randn_like(p))
+    layer.run(torch.randn(2, 3, 5, 2))
+    layer.detach_states()
+    ref = copy.deepcopy(layer)
+    x = 2 * torch.randn(6, 3, 5, 2)
+    u = draw_uniforms(layer.flags, layer.quant_fn, x)
+    xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out, states = fused_run(layer, xa, u, TritonBackend(), quant_kind(layer.quant_fn))
+    out_ref, states_ref = run_reference(ref, xb, u)
+    torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-4)
+    w = torch.randn_like(out)
+    loss = (out * w).sum() + sum((v ** 2).sum() for v in states.values())
+    loss_ref = (out_ref * w).sum() + sum((states_ref[k] ** 2).sum() for k in states)
+    for a, b in zip(torch.autograd.grad(loss, [xa, *layer.parameters()]),
+                    torch.autograd.grad(loss_ref, [xb, *ref.parameters()])):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
+print("triton-interpreter-ok")
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="needs Triton")
+def test_triton_kernels_match_reference_in_the_interpreter() -> None:
+    """The Triton kernels' logic, run on CPU by Triton's interpreter (GPU-less CI checks it here)."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    proc = subprocess.run([sys.executable, "-c", TRITON_CHECK], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "triton-interpreter-ok" in proc.stdout

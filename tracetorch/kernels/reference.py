@@ -23,7 +23,7 @@ Example:
     >>> from tracetorch.kernels.reference import run_reference
     >>> layer = tt.snn.LI(3, beta=0.5)
     >>> out, states = run_reference(layer, torch.ones(2, 1, 3))
-    >>> out[:, 0, 0]
+    >>> out[:, 0, 0].detach()
     tensor([1.0000, 1.5000])
 """
 
