@@ -341,3 +341,28 @@ def test_triton_kernels_match_reference_in_the_interpreter() -> None:
     proc = subprocess.run([sys.executable, "-c", TRITON_CHECK], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "triton-interpreter-ok" in proc.stdout
+
+
+@pytest.mark.parametrize("loss", ["mean_over_time", "sum", "final_state_only"])
+def test_gradients_for_broadcast_and_missing_output_gradients(loss: str) -> None:
+    """The kernel takes one gradient row when it is the same at every step, and none when unused."""
+    layer = make_layer("DSRLIT", -1, 1, None)
+    ref = copy.deepcopy(layer)
+    x = torch.randn(7, 3, 4)
+    x_a, x_b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    out_a = layer.run(x_a)
+    with dispatch.force("reference"):
+        out_b = ref.run(x_b)
+
+    def objective(out, lay):
+        if loss == "mean_over_time":
+            return out.mean(0).square().sum()
+        if loss == "sum":
+            return out.sum()
+        return lay.pos_mem.square().sum() + lay.neg_mem.sum()
+
+    ga = torch.autograd.grad(objective(out_a, layer), [x_a, *layer.parameters()])
+    gb = torch.autograd.grad(objective(out_b, ref), [x_b, *ref.parameters()])
+    assert gb[0].abs().sum() > 0
+    for (name, _), a, b in zip([("x", None), *layer.named_parameters()], ga, gb):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3, msg=name)

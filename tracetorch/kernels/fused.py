@@ -11,7 +11,8 @@ connected to the graph exactly like the outputs.
 
 A backend is an object with ``forward(x, params, init, uniforms, meta, save)`` returning
 ``(out, final, saved)`` and ``backward(grad_out, grad_final, x, params, init, uniforms, saved,
-meta)`` returning ``(grad_x, grad_params_per_element [13, M], grad_init)``.
+meta)`` returning ``(grad_x, grad_params_per_element [13, M], grad_init)``; ``grad_out`` has ``T`` rows, or
+one row when the output gradient is the same at every step (it is then not materialized ``T`` times).
 """
 
 from __future__ import annotations
@@ -91,8 +92,12 @@ class _FusedSequence(torch.autograd.Function):
     def backward(ctx: Any, grad_out: Tensor | None, grad_final: Tensor | None):  # type: ignore[override]
         x, params, init, uniforms, saved = ctx.saved_tensors
         meta: Meta = ctx.meta
-        shape = (saved.shape[0], init.shape[1])
-        grad_out = torch.zeros(shape, dtype=init.dtype, device=init.device) if grad_out is None else grad_out.contiguous()
+        if grad_out is None:
+            grad_out = torch.zeros((1, init.shape[1]), dtype=init.dtype, device=init.device)
+        elif grad_out.stride(0) == 0:  # the same at every step (e.g. a loss on out.mean(0)): pass one row
+            grad_out = grad_out[:1].contiguous()
+        else:
+            grad_out = grad_out.contiguous()
         grad_final = torch.zeros_like(init) if grad_final is None else grad_final.contiguous()
         gx, gp, gi = ctx.backend.backward(grad_out, grad_final, x, params, init, uniforms, saved, meta)
         n, inner = meta.num_neurons, meta.inner

@@ -85,6 +85,7 @@ template <typename T> struct Quantizer {
 
 struct Shape {
   int64_t T, M, N, inner, S, draws;
+  int64_t gout_tstride = 0;  // backward: M, or 0 when the output gradient is the same at every step
 };
 
 // blocks per task: at least ~256k element-steps, so small problems skip the thread start-up
@@ -284,7 +285,7 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
         const T* __restrict svt = sav + t * S * sh.M + e0;
         const T* __restrict svp = FIRST ? init + e0 : sav + (t - 1) * S * sh.M + e0;
         const T* __restrict xt = x ? x + t * sh.M + e0 : zeros;
-        const T* __restrict got = gout + t * sh.M + e0;
+        const T* __restrict got = gout + t * sh.gout_tstride + e0;
         const T* __restrict ut0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
         const T* __restrict ut1 = (uni && sh.draws > 1) ? ut0 + sh.M : zeros;
         const T* __restrict up0 = (uni && !FIRST) ? uni + (t - 1) * sh.draws * sh.M + e0 : zeros;
@@ -544,6 +545,7 @@ std::vector<at::Tensor> neuron_forward(const at::Tensor& x, const at::Tensor& pa
   return {out, fin, sav};
 }
 
+// grad_out is [T, M], or [1, M] when it is the same at every step (a loss on the mean over time).
 // Returns grad x [T, M], per-element parameter grads [NP, M], grad of the initial states [NS, M].
 std::vector<at::Tensor> neuron_backward(const at::Tensor& gout, const at::Tensor& gfin, const at::Tensor& x,
                                         const at::Tensor& params, const at::Tensor& init, const at::Tensor& uniforms,
@@ -554,16 +556,18 @@ std::vector<at::Tensor> neuron_backward(const at::Tensor& gout, const at::Tensor
   check(params, "params");
   check(init, "init");
   check(saved, "saved");
-  const int64_t T = gout.size(0), M = gout.size(1);
+  const int64_t T = saved.size(0), M = gout.size(1);
+  TORCH_CHECK(gout.size(0) == T || gout.size(0) == 1, "traceTorch kernel: grad_out must have T or 1 rows");
   const bool has_u = uniforms.numel() > 0;
   if (x.numel() > 0) check(x, "x");
   if (has_u) check(uniforms, "uniforms");
-  auto gx = at::empty_like(gout);
+  auto gx = at::empty({T, M}, gout.options());
   auto gprm = at::empty({NP, M}, gout.options());
   auto ginit = at::empty_like(init);
   Call c{};
   c.forward = false;
-  c.sh = Shape{T, M, num_neurons, inner, n_saved(dual, synaptic, recurrent), has_u ? uniforms.size(1) : 0};
+  c.sh = Shape{T, M, num_neurons, inner, n_saved(dual, synaptic, recurrent), has_u ? uniforms.size(1) : 0,
+               gout.size(0) == T ? M : 0};
   c.q = static_cast<int>(quant);
   c.step = step;
   c.gout = cptr(gout);

@@ -232,7 +232,7 @@ def _forward_kernel(x_ptr, prm_ptr, init_ptr, u_ptr, out_ptr, fin_ptr, sav_ptr, 
 
 @triton.jit
 def _backward_kernel(gout_ptr, gfin_ptr, x_ptr, prm_ptr, init_ptr, u_ptr, sav_ptr, gx_ptr, gprm_ptr, ginit_ptr,
-                     T, M, N, INNER, step,
+                     T, M, N, INNER, step, GTS,
                      DUAL: tl.constexpr, SYN: tl.constexpr, REC: tl.constexpr, FAM: tl.constexpr, Q: tl.constexpr,
                      DRAWS: tl.constexpr, HAS_X: tl.constexpr, S: tl.constexpr, KR: tl.constexpr, KM: tl.constexpr,
                      BLOCK: tl.constexpr):
@@ -361,7 +361,7 @@ def _backward_kernel(gout_ptr, gfin_ptr, x_ptr, prm_ptr, init_ptr, u_ptr, sav_pt
         if DRAWS >= 2:
             un = tl.load(u_ptr + t * DRAWS * M + M + e, mask=mask, other=0.0)
         # ---- fire ----
-        G = tl.load(gout_ptr + t * M + e, mask=mask, other=0.0)
+        G = tl.load(gout_ptr + t * GTS + e, mask=mask, other=0.0)
         if REC:
             G = G + ga_prev
         gh_n = zero
@@ -512,7 +512,7 @@ class TritonBackend:
     def backward(self, grad_out: Tensor, grad_final: Tensor, x: Tensor | None, params: Tensor, init: Tensor,
                  uniforms: Tensor | None, saved: Tensor, meta: Meta) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, fam, q = meta.codes
-        steps, m = grad_out.shape
+        steps, m = saved.shape[0], grad_out.shape[1]
         gx = grad_out.new_empty(steps, m)
         gprm = grad_out.new_empty(params.shape[0], m)
         ginit = init.new_empty(init.shape)
@@ -520,7 +520,7 @@ class TritonBackend:
         grid = (triton.cdiv(m, BLOCK),)
         _backward_kernel[grid](grad_out, grad_final, grad_out if x is None else x, params.contiguous(), init.contiguous(),
                                grad_out if uniforms is None else uniforms, saved, gx, gprm, ginit,
-                               steps, m, meta.num_neurons, meta.inner, meta.step,
+                               steps, m, meta.num_neurons, meta.inner, meta.step, m if grad_out.shape[0] == steps else 0,
                                DUAL=d, SYN=s, REC=r, FAM=fam, Q=q, DRAWS=draws, HAS_X=x is not None,
                                BLOCK=BLOCK, **_layout(meta))
         return gx, gprm, ginit
