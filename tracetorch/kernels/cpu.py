@@ -63,7 +63,13 @@ def load() -> Any | None:
         log.warning("traceTorch: no C++ compiler (%s) found; neuron sequences use the slower plain PyTorch path", compiler)
         return None
     try:
-        from torch.utils.cpp_extension import load as build
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # its import warns about CUDA_HOME, irrelevant to a CPU build
+        try:
+            from torch.utils.cpp_extension import load as build
+        finally:
+            quiet.setLevel(level)
 
         name, cflags = _build_flags()
         build(name=name, sources=[str(SOURCE)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
