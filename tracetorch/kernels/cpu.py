@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,9 @@ def load() -> Any | None:
     if shutil.which(compiler) is None:
         log.warning("traceTorch: no C++ compiler (%s) found; neuron sequences use the slower plain PyTorch path", compiler)
         return None
+    venv_bin = Path(sys.executable).parent
+    if shutil.which("ninja") is None and (venv_bin / "ninja").exists():  # the ninja wheel of an unactivated venv
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     try:
         quiet = logging.getLogger("torch.utils.cpp_extension")
         level = quiet.level
