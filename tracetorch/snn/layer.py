@@ -141,6 +141,15 @@ class NeuronLayer(Layer):
             object.__setattr__(self, key, value)
         return out
 
+    def run(self, x_seq: Tensor) -> Tensor:
+        """A whole sequence ``[T, *input_shape]`` at once; equals T calls of ``forward``.
+
+        Uses a fused kernel when one covers this layer (see :mod:`tracetorch.kernels.dispatch`).
+        """
+        from tracetorch.kernels.dispatch import run_sequence
+
+        return run_sequence(self, x_seq)
+
     def extra_repr(self) -> str:
         parts = [str(self.num_neurons)]
         if self.dim != -1:

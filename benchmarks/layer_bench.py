@@ -1,0 +1,169 @@
+"""One LIF layer, forward over T steps plus backward: traceTorch step / sequence mode vs snnTorch, SpikingJelly.
+
+Each (library, case) runs in a fresh subprocess, so that the peak memory is that process's
+resident-set high-water mark during one forward+backward (minus what it held before), and
+the autograd memory is the bytes of the tensors autograd saved for the backward pass.
+Times are the median of several runs. The other libraries are optional (``pip install -e
+.[bench]``); missing ones are skipped. Ratios are against the fastest / leanest of the other
+libraries measured in the same run.
+
+    python benchmarks/layer_bench.py                 # the standard table
+    python benchmarks/layer_bench.py --memory        # adds BPTT memory at T=1000, N=1024
+    python benchmarks/layer_bench.py --threads 1     # one thread everywhere (steadier on a busy machine)
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+
+CASES = [(128, 25), (1024, 100), (4096, 100)]
+MEMORY_CASE = (1024, 1000)
+BATCH = 64
+LIBRARIES = ["tracetorch-step", "tracetorch-seq", "snntorch", "spikingjelly"]
+
+
+def _available(lib: str) -> bool:
+    module = {"snntorch": "snntorch", "spikingjelly": "spikingjelly"}.get(lib)
+    return module is None or importlib.util.find_spec(module) is not None
+
+
+def _make(lib: str, n: int):  # noqa: ANN202 - returns a closure over the library's objects
+    """A function ``x_seq -> spikes [T, B, N]`` for ``lib`` (a LIF with beta 0.9, threshold 1, subtractive reset)."""
+    import torch
+
+    if lib.startswith("tracetorch"):
+        import tracetorch as tt
+
+        layer = tt.snn.LIB(n, beta=0.9)
+        if lib == "tracetorch-seq":
+            def run(x):
+                layer.zero_states()
+                return layer.run(x)
+        else:
+            def run(x):
+                layer.zero_states()
+                return torch.stack([layer(x_t) for x_t in x])
+        return run
+    if lib == "snntorch":
+        import snntorch as snn
+
+        lif = snn.Leaky(beta=0.9, threshold=1.0)
+
+        def run(x):
+            mem = lif.init_leaky()
+            spikes = []
+            for x_t in x:
+                spk, mem = lif(x_t, mem)
+                spikes.append(spk)
+            return torch.stack(spikes)
+        return run
+    from spikingjelly.activation_based import functional, neuron, surrogate
+
+    node = neuron.LIFNode(tau=10.0, decay_input=False, v_reset=None, surrogate_function=surrogate.Sigmoid(),
+                          step_mode="m")
+
+    def run(x):
+        functional.reset_net(node)
+        return node(x)
+    return run
+
+
+def child(lib: str, n: int, steps: int, repeats: int) -> dict:
+    """Runs inside the subprocess: time, peak RSS and autograd-saved bytes of one forward+backward."""
+    import resource
+    import statistics
+    import time
+
+    import torch
+
+    torch.manual_seed(0)
+    run = _make(lib, n)
+    x = (1.5 * torch.rand(steps, BATCH, n)).requires_grad_(True)
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    def once() -> None:
+        out = run(x)
+        out.sum().backward()
+        x.grad = None
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        once()
+    peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024
+    saved_bytes = sum(nbytes for ptr, nbytes in saved.items() if ptr != x.untyped_storage().data_ptr())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - start)
+    return {"ms": 1000 * statistics.median(times), "peak_mb": peak / 2**20, "saved_mb": saved_bytes / 2**20}
+
+
+THREADS: list[str] = []
+
+
+def measure(lib: str, n: int, steps: int, repeats: int) -> dict | None:
+    cmd = [sys.executable, __file__, "--child", lib, str(n), str(steps), str(repeats), *THREADS]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"  {lib} N={n} T={steps} failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def table(cases: list[tuple[int, int]], repeats: int, memory_only: bool = False) -> None:
+    libs = [lib for lib in LIBRARIES if _available(lib)]
+    import torch
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}; forward over T + backward")
+    header = f"{'case':>14} {'library':>16} {'ms':>9} {'peak MB':>9} {'saved MB':>9} {'time ratio':>11} {'mem ratio':>10}"
+    print(header)
+    print("-" * len(header))
+    for n, steps in cases:
+        results = {lib: measure(lib, n, steps, 1 if memory_only else repeats) for lib in libs}
+        others = [r for lib, r in results.items() if r and not lib.startswith("tracetorch")]
+        best_ms = min((r["ms"] for r in others), default=None)
+        best_peak = min((r["peak_mb"] for r in others), default=None)
+        for lib, r in results.items():
+            if r is None:
+                continue
+            t_ratio = f"{best_ms / r['ms']:.2f}x" if best_ms else "-"
+            m_ratio = f"{r['peak_mb'] / best_peak:.2f}" if best_peak else "-"
+            print(f"{f'N={n} T={steps}':>14} {lib:>16} {r['ms']:9.1f} {r['peak_mb']:9.0f} {r['saved_mb']:9.0f} "
+                  f"{t_ratio:>11} {m_ratio:>10}")
+    print("time ratio: fastest other library's time / this time (higher is faster); "
+          "mem ratio: this peak / the leanest other library's peak")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--child", nargs=4, metavar=("LIB", "N", "T", "REPEATS"), help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads in every measurement (default: torch's)")
+    parser.add_argument("--memory", action="store_true", help=f"also measure BPTT memory at N, T = {MEMORY_CASE}")
+    args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+        THREADS.extend(["--threads", str(args.threads)])
+    if args.child:
+        lib, n, steps, repeats = args.child
+        print(json.dumps(child(lib, int(n), int(steps), int(repeats))))
+        return
+    table(CASES, args.repeats)
+    if args.memory:
+        print()
+        table([MEMORY_CASE], 1, memory_only=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The compiled CPU backend: ``neuron_cpu.cpp`` (float32) built on first use with ``torch.utils.cpp_extension``.
+
+The kernel registers its ops as ``torch.ops.tracetorch_kernels.neuron_forward`` / ``neuron_backward``
+(``TORCH_LIBRARY``, which needs only light ATen headers: the build takes a fraction of a
+``torch/extension.h`` one). The build happens once per machine and is cached by PyTorch (``TORCH_EXTENSIONS_DIR``,
+default ``~/.cache/torch_extensions``); later imports only load the shared library. When no
+C++ compiler is available (or the build fails) :func:`load` returns ``None`` and logs one
+warning; the sequence mode then uses the plain-PyTorch reference path.
+
+Example:
+    >>> from tracetorch.kernels import cpu
+    >>> cpu.available() in (True, False)
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from tracetorch.kernels.fused import Meta
+
+__all__ = ["load", "available", "CpuBackend", "SOURCE"]
+
+log = logging.getLogger("tracetorch.kernels")
+SOURCE = Path(__file__).with_name("neuron_cpu.cpp")
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _build_flags() -> tuple[str, list[str]]:
+    """(extension name, compiler flags). AVX2/FMA builds get their own cache entry."""
+    flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+    if {"avx2", "fma"} <= _cpu_flags():
+        return "tracetorch_neuron_cpu_avx2", [*flags, "-mavx2", "-mfma"]
+    return "tracetorch_neuron_cpu", flags
+
+
+@cache
+def load() -> Any | None:
+    """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible."""
+    if os.environ.get("TRACETORCH_NO_CPP"):
+        log.warning("traceTorch: TRACETORCH_NO_CPP is set; neuron sequences use the plain PyTorch path")
+        return None
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        log.warning("traceTorch: no C++ compiler (%s) found; neuron sequences use the slower plain PyTorch path", compiler)
+        return None
+    venv_bin = Path(sys.executable).parent
+    if shutil.which("ninja") is None and (venv_bin / "ninja").exists():  # the ninja wheel of an unactivated venv
+        os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    try:
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)  # its import warns about CUDA_HOME, irrelevant to a CPU build
+        try:
+            from torch.utils.cpp_extension import load as build
+        finally:
+            quiet.setLevel(level)
+
+        name, cflags = _build_flags()
+        build(name=name, sources=[str(SOURCE)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
+              is_python_module=False, verbose=False)
+        return torch.ops.tracetorch_kernels
+    except Exception as err:  # noqa: BLE001 - any build failure means: use the reference path
+        log.warning("traceTorch: building the C++ neuron kernel failed (%s); using the plain PyTorch path",
+                    str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)
+        return None
+
+
+def available() -> bool:
+    """True when the compiled kernel can be used (builds it on first call)."""
+    return load() is not None
+
+
+class CpuBackend:
+    """:class:`tracetorch.kernels.fused.Backend` running ``neuron_cpu.cpp``."""
+
+    def __init__(self, ops: Any) -> None:
+        self.ops = ops
+
+    def forward(self, x: Tensor, params: Tensor, init: Tensor, uniforms: Tensor | None, meta: Meta,
+                save: bool) -> tuple[Tensor, Tensor, Tensor]:
+        d, s, r, f, q = meta.codes
+        u = uniforms if uniforms is not None else x.new_empty(0)
+        out, final, saved = self.ops.neuron_forward(x, params.contiguous(), init.contiguous(), u, d, s, r, f, q, meta.step,
+                                                meta.num_neurons, meta.inner, save)
+        return out, final, saved
+
+    def backward(self, grad_out: Tensor, grad_final: Tensor, x: Tensor | None, params: Tensor, init: Tensor,
+                 uniforms: Tensor | None, saved: Tensor, meta: Meta) -> tuple[Tensor, Tensor, Tensor]:
+        d, s, r, f, q = meta.codes
+        empty = params.new_empty(0)
+        gx, gp, gi = self.ops.neuron_backward(grad_out, grad_final, empty if x is None else x, params.contiguous(),
+                                          init.contiguous(), empty if uniforms is None else uniforms, saved, d, s, r, f,
+                                          q, meta.step, meta.num_neurons, meta.inner)
+        return gx, gp, gi

@@ -1,0 +1,145 @@
+"""What the fused kernels share: the flat layout of a layer's sequence and its autograd wrapper.
+
+A neuron layer's sequence ``[T, *step_shape]`` is viewed as ``x [T, M]`` (``M`` elements per
+step); the neuron of element ``e`` is ``(e // inner) % N`` where ``inner`` is the number of
+elements after the layer's ``dim``. Parameters go to the kernels as one ``[13, N]`` tensor of
+*activated* values in fixed slots (:data:`PARAM_SLOTS`; rank-0 values expanded), states as
+one ``[7, M]`` tensor (:data:`STATE_SLOTS`; ``None`` as zeros). Autograd flows through the
+stacking, so the activations, the rank-0 expansion and the reduction over the batch of the
+per-element parameter gradients are ordinary torch ops, and the final states returned stay
+connected to the graph exactly like the outputs.
+
+A backend is an object with ``forward(x, params, init, uniforms, meta, save)`` returning
+``(out, final, saved)`` and ``backward(grad_out, grad_final, x, params, init, uniforms, saved,
+meta)`` returning ``(grad_x, grad_params_per_element [13, M], grad_init)``; ``grad_out`` has ``T`` rows, or
+one row when the output gradient is the same at every step (it is then not materialized ``T`` times).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from tracetorch.snn.grammar import Flags, state_names
+
+__all__ = ["PARAM_SLOTS", "STATE_SLOTS", "QUANT_CODES", "FAMILY_CODES", "Meta", "Backend", "fused_run"]
+
+PARAM_SLOTS: tuple[tuple[str, str], ...] = (
+    ("alpha", "pos_alpha"), ("", "neg_alpha"), ("beta", "pos_beta"), ("", "neg_beta"),
+    ("gamma", "pos_gamma"), ("", "neg_gamma"), ("rec_weight", "pos_rec_weight"), ("", "neg_rec_weight"),
+    ("threshold", "pos_threshold"), ("", "neg_threshold"), ("bias", "bias"), ("", "pos_scale"), ("", "neg_scale"),
+)
+"""Kernel slot -> (name without, with the split): decays and recurrent weights split by ``D``,
+the threshold by the ternary families (``threshold`` vs ``pos_threshold``/``neg_threshold``)."""
+
+STATE_SLOTS: tuple[tuple[str, str], ...] = (
+    ("syn", "pos_syn"), ("", "neg_syn"), ("rec", "pos_rec"), ("", "neg_rec"),
+    ("prev_output", "prev_output"), ("mem", "pos_mem"), ("", "neg_mem"),
+)
+FAMILY_CODES = {"LI": 0, "LIEMA": 1, "LIB": 2, "LIT": 3, "LITS": 4}
+QUANT_CODES = {"identity": 0, "round": 1, "stochastic_round": 2, "probabilistic": 3}
+
+
+@dataclass(frozen=True)
+class Meta:
+    """Everything a kernel needs besides tensors."""
+
+    flags: Flags
+    quant: str
+    step: float
+    num_neurons: int
+    inner: int
+    need_x: bool
+
+    @property
+    def codes(self) -> tuple[bool, bool, bool, int, int]:
+        f = self.flags
+        return f.dual, f.synaptic, f.recurrent, FAMILY_CODES[f.family], QUANT_CODES[self.quant]
+
+
+class Backend(Protocol):
+    def forward(self, x: Tensor, params: Tensor, init: Tensor, uniforms: Tensor | None, meta: Meta,
+                save: bool) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def backward(self, grad_out: Tensor, grad_final: Tensor, x: Tensor | None, params: Tensor, init: Tensor,
+                 uniforms: Tensor | None, saved: Tensor, meta: Meta) -> tuple[Tensor, Tensor, Tensor]: ...
+
+
+def _slot_name(flags: Flags, slot: int) -> str:
+    plain, dual = PARAM_SLOTS[slot]
+    if slot < 8:  # decays and recurrent weights: split by D
+        return dual if flags.dual else plain
+    if slot == 8:
+        return dual if flags.ternary else plain
+    return dual
+
+
+class _FusedSequence(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, params: Tensor, init: Tensor, uniforms: Tensor | None,  # type: ignore[override]
+                meta: Meta, backend: Backend, save: bool) -> tuple[Tensor, Tensor]:
+        out, final, saved = backend.forward(x, params, init, uniforms, meta, save)
+        if save:
+            ctx.save_for_backward(x if meta.need_x else None, params, init, uniforms, saved)
+        ctx.meta, ctx.backend = meta, backend
+        return out, final
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor | None, grad_final: Tensor | None):  # type: ignore[override]
+        x, params, init, uniforms, saved = ctx.saved_tensors
+        meta: Meta = ctx.meta
+        if grad_out is None:
+            grad_out = torch.zeros((1, init.shape[1]), dtype=init.dtype, device=init.device)
+        elif grad_out.stride(0) == 0:  # the same at every step (e.g. a loss on out.mean(0)): pass one row
+            grad_out = grad_out[:1].contiguous()
+        else:
+            grad_out = grad_out.contiguous()
+        grad_final = torch.zeros_like(init) if grad_final is None else grad_final.contiguous()
+        gx, gp, gi = ctx.backend.backward(grad_out, grad_final, x, params, init, uniforms, saved, meta)
+        n, inner = meta.num_neurons, meta.inner
+        gparams = gp.view(gp.shape[0], -1, n, inner).sum(dim=(1, 3))
+        return gx, gparams, gi, None, None, None, None
+
+
+def fused_run(layer: nn.Module, x_seq: Tensor, uniforms: Tensor | None, backend: Backend,
+              quant: str) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run ``layer`` over ``x_seq`` with ``backend``; ``(outputs, final states)`` like the reference."""
+    flags: Flags = layer.flags
+    steps, step_shape = x_seq.shape[0], x_seq.shape[1:]
+    dim = layer.dim % len(step_shape)
+    n = layer.num_neurons
+    inner = math.prod(step_shape[dim + 1:])
+    m = math.prod(step_shape)
+    dtype, device = x_seq.dtype, x_seq.device
+    x = x_seq.reshape(steps, m).contiguous()
+    names = set(layer.param_names())
+    zeros_n = torch.zeros(n, dtype=dtype, device=device)
+    slots = []
+    for slot in range(len(PARAM_SLOTS)):
+        name = _slot_name(flags, slot)
+        slots.append(layer.param_value(name).to(dtype).expand(n) if name in names else zeros_n)
+    params = torch.stack(slots)
+    held = dict(layer.states())
+    zeros_m = torch.zeros(m, dtype=dtype, device=device)
+    own = set(state_names(flags))
+    init_slots = []
+    for plain, dual in STATE_SLOTS:
+        name = dual if flags.dual else plain
+        value = held.get(name) if name in own else None
+        init_slots.append(zeros_m if value is None else value.reshape(m))
+    init = torch.stack(init_slots)
+    u = None if uniforms is None else uniforms.reshape(steps, uniforms.shape[1], m).contiguous()
+    step = float(getattr(layer.quant_fn, "step_size", 1.0))
+    meta = Meta(flags, quant, step, n, inner, need_x=flags.synaptic or flags.ema or flags.dual)
+    save = torch.is_grad_enabled() and (x.requires_grad or params.requires_grad or init.requires_grad)
+    out, final = _FusedSequence.apply(x, params, init, u, meta, backend, save)
+    states = {}
+    for k, (plain, dual) in enumerate(STATE_SLOTS):
+        name = dual if flags.dual else plain
+        if name in own:
+            states[name] = final[k].view(step_shape)
+    return out.view(steps, *step_shape), states
