@@ -69,7 +69,10 @@ def test_a_sequence_that_is_not_a_tensor_or_has_no_time_axis():
     layer = tt.snn.LIB(4)
     with pytest.raises(ValueError, match=r"^run\(\) expects a tensor of shape \[T, \.\.\.\], got <class 'list'>$"):
         run_sequence(layer, [[0.0] * 4])
-    with pytest.raises(ValueError, match=re.escape("LIB(num_neurons=4, dim=-1): input of shape () has no dimension -1")):
+    with pytest.raises(
+        ValueError,
+        match=re.escape("LIB(num_neurons=4, dim=-1).run: expected a sequence [T, *input_shape] with T >= 1, got shape (4,)"),
+    ):
         layer.run(torch.zeros(4))
 
 

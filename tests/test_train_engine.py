@@ -89,12 +89,12 @@ def test_interrupt_mid_epoch_then_resume_is_exact(tmp_path):
     assert strip(full.history) == strip(resumed.history)
 
 
-def count_saved_tensors(trainer: Trainer, x_seq, y) -> int:
-    """The most tensors the autograd graph held at once during one training batch."""
+def saved_bytes_peak(trainer: Trainer, x_seq, y) -> int:
+    """The most bytes of tensors the autograd graph held at once during one training batch."""
     live = {"now": 0, "peak": 0}
 
     def pack(t):
-        live["now"] += 1
+        live["now"] += t.numel() * t.element_size()
         live["peak"] = max(live["peak"], live["now"])
         return t
 
@@ -120,7 +120,7 @@ def test_detach_every_bounds_the_graph(tmp_path):
     for k in (None, 1, 4):
         for steps in (8, 32):
             trainer = make_trainer(tmp_path, splits, detach_every=k)
-            peaks[k, steps] = count_saved_tensors(trainer, torch.bernoulli(x.expand(steps, *x.shape)), y)
+            peaks[k, steps] = saved_bytes_peak(trainer, torch.bernoulli(x.expand(steps, *x.shape)), y)
     assert peaks[None, 32] > 3 * peaks[None, 8]  # full BPTT: the graph grows with the sequence
     assert peaks[1, 32] == peaks[1, 8]  # online: constant
     assert peaks[4, 32] == peaks[4, 8] < peaks[None, 8]
