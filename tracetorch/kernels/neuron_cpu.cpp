@@ -7,7 +7,8 @@
 // Layout: x [T, M] (M = all elements of one timestep), params [NP, N] (activated values,
 // one slot per role below, neuron n of element e is (e / inner) % N), states [NS, M].
 // Work is split over blocks of BLK consecutive elements (at::parallel_for); inside a block
-// the time loop runs outermost and the states stay in small local arrays.
+// the time loop runs outermost and the states stay in small local arrays (on the heap), and
+// the next step's rows are prefetched (they lie M elements further on).
 //
 // forward saves, per step, the post-update traces and the membrane before the reset
 // ([T, S, M]); backward walks time in reverse, recomputing spikes from those, and returns
@@ -23,8 +24,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <type_traits>
+
+#ifdef __linux__
+#include <sys/mman.h>
+#endif
 
 namespace {
 
@@ -34,7 +40,35 @@ enum Quant { Q_ID = 0, Q_ROUND = 1, Q_SROUND = 2, Q_PROB = 3 };
 enum { P_A = 0, P_NA, P_B, P_NB, P_G, P_NG, P_W, P_NW, P_TH, P_NTH, P_BIAS, P_PSC, P_NSC, NP };
 // state slots
 enum { S_SYN = 0, S_NSYN, S_REC, S_NREC, S_PREV, S_MEM, S_NMEM, NS };
-constexpr int64_t BLK = 256;
+constexpr int64_t BLK = 1024;
+constexpr int64_t LINE = 64 / sizeof(float);  // floats per cache line
+
+// Aligned heap rows for a block's local states: a block is too large for a worker thread's stack.
+template <typename T> class Rows {
+ public:
+  explicit Rows(int64_t rows) : n_(rows * BLK), p_(static_cast<T*>(std::aligned_alloc(64, n_ * sizeof(T)))) {
+    TORCH_CHECK(p_ != nullptr, "traceTorch kernel: out of memory for block scratch");
+    std::fill(p_, p_ + n_, T(0));
+  }
+  ~Rows() { std::free(p_); }
+  Rows(const Rows&) = delete;
+  Rows& operator=(const Rows&) = delete;
+  T (*get())[BLK] { return reinterpret_cast<T (*)[BLK]>(p_); }
+
+ private:
+  int64_t n_;
+  T* p_;
+};
+
+// The time loop jumps M elements between steps, which defeats the hardware prefetcher at every
+// step: fetch the next step's rows of a block ahead of time.
+template <typename T> inline void prefetch_row(const T* p, int64_t cnt, bool write) {
+  if (write) {
+    for (int64_t k = 0; k < cnt; k += LINE) __builtin_prefetch(p + k, 1);
+  } else {
+    for (int64_t k = 0; k < cnt; k += LINE) __builtin_prefetch(p + k, 0);
+  }
+}
 
 inline float fast_exp(float x) {
   // Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n by exponent bits.
@@ -63,9 +97,10 @@ template <typename T> inline T negv(T v) { return v <= T(0) ? v : T(0); }
 template <typename T> inline T ipos(T v) { return v >= T(0) ? T(1) : T(0); }
 template <typename T> inline T ineg(T v) { return v <= T(0) ? T(1) : T(0); }
 
-// The quantizer is chosen at run time by 0/1 weights computed once per call: every variant is
-// computed and blended, which is exact (weights are exactly 0 or 1, the values finite) and keeps
-// the vector loops free of control flow; the cost is small next to the exponential.
+// The non-identity quantizers are chosen at run time by 0/1 weights computed once per call: every
+// variant is computed and blended, which is exact (weights are exactly 0 or 1, the values finite)
+// and keeps the vector loops free of control flow. The identity (the default) has its own
+// instantiation (IdentityQuant below): blending doubled the cost of a step.
 template <typename T> struct Quantizer {
   T w_id, w_round, w_sround, w_prob, step;
   Quantizer(int q, T step_size)
@@ -81,6 +116,14 @@ template <typename T> struct Quantizer {
   }
   // d quant / d input: straight-through 1, probabilistic 2x
   inline T grad(T sg) const { return w_prob * (T(2) * sg) + (T(1) - w_prob); }
+};
+
+// The identity quantizer (the default), known at compile time: the firing loops then carry no
+// quantizer arithmetic at all.
+template <typename T> struct IdentityQuant {
+  IdentityQuant(int, T) {}
+  inline T operator()(T sg, T) const { return sg; }
+  inline T grad(T) const { return T(1); }
 };
 
 struct Shape {
@@ -102,7 +145,7 @@ template <bool D, bool SY, bool R> constexpr int mem_slot() { return rec_slot<D,
 // spike values of one step from the membrane before reset (h) and the uniforms
 template <typename T, int F> struct Fire {
   T sgp = T(0), sp = T(0), sgn = T(0), sn = T(0);
-  inline void eval(const Quantizer<T>& qz, T h, const T (*pv)[BLK], int64_t j, T up, T un) {
+  template <typename Q> inline void eval(const Q& qz, T h, const T (*pv)[BLK], int64_t j, T up, T un) {
     if constexpr (F == LIB) {
       sgp = sig4(h - pv[P_TH][j] + pv[P_BIAS][j]);
       sp = qz(sgp, up);
@@ -113,7 +156,7 @@ template <typename T, int F> struct Fire {
       sn = -qz(sgn, un);
     }
   }
-  inline void from_sg(const Quantizer<T>& qz, T up, T un) {  // spikes again from stored sg values
+  template <typename Q> inline void from_sg(const Q& qz, T up, T un) {  // spikes again from stored sg values
     if constexpr (F >= LIB) sp = qz(sgp, up);
     if constexpr (F >= LIT) sn = -qz(sgn, un);
   }
@@ -130,7 +173,7 @@ template <typename T, int F> struct Fire {
   }
 };
 
-template <typename T, bool D, bool SY, bool R, int F>
+template <typename T, typename Q, bool D, bool SY, bool R, int F>
 void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
                   T* sav) {
   constexpr bool EMA = F == LIEMA;
@@ -138,15 +181,16 @@ void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* ini
   constexpr int S = saved_slots<D, SY, R>();
   constexpr int KR = rec_slot<D, SY>();
   constexpr int KM = mem_slot<D, SY, R>();
-  const Quantizer<T> qz_call(q, step);
+  const Q qz_call(q, step);
   const int64_t nblocks = (sh.M + BLK - 1) / BLK;
   at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
-    const Quantizer<T> qz = qz_call;  // a local copy: stores to float outputs cannot alias it
+    const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
     // every pointer used in the vector loop is valid, so that no load or store is conditional
-    alignas(64) T st[NS][BLK];
-    alignas(64) T pv[NP][BLK];
-    alignas(64) T zeros[BLK] = {};
-    alignas(64) T scratch[S + 2][BLK];
+    Rows<T> st_rows(NS), pv_rows(NP), zero_rows(1), scratch_rows(S + 2);
+    T(*__restrict st)[BLK] = st_rows.get();
+    T(*__restrict pv)[BLK] = pv_rows.get();
+    const T* zeros = zero_rows.get()[0];
+    T(*scratch)[BLK] = scratch_rows.get();
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t e0 = blk * BLK;
       const int64_t cnt = std::min(BLK, sh.M - e0);
@@ -169,6 +213,14 @@ void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* ini
         T* __restrict sv_nmem = svt + (KM + 1) * svs;
         const T* __restrict u0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
         const T* __restrict u1 = (uni && sh.draws > 1) ? u0 + sh.M : zeros;
+        if (t + 1 < sh.T) {
+          prefetch_row(xt + sh.M, cnt, false);
+          prefetch_row(ot + sh.M, cnt, true);
+          if (sav)
+            for (int k = 0; k < S; ++k) prefetch_row(svt + (S + k) * sh.M, cnt, true);
+          if (uni)
+            for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(u0 + (sh.draws + k) * sh.M, cnt, false);
+        }
 #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
         for (int64_t j = 0; j < cnt; ++j) {
           const T xv = xt[j];
@@ -240,7 +292,7 @@ void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* ini
 }
 
 // Reverse-time pass. ga = adjoints of the states after the step being processed.
-template <typename T, bool D, bool SY, bool R, int F>
+template <typename T, typename Q, bool D, bool SY, bool R, int F>
 void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
                    T step, const T* sav, T* gx, T* gprm, T* ginit) {
   constexpr bool EMA = F == LIEMA;
@@ -248,15 +300,17 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
   constexpr int S = saved_slots<D, SY, R>();
   constexpr int KR = rec_slot<D, SY>();
   constexpr int KM = mem_slot<D, SY, R>();
-  const Quantizer<T> qz_call(q, step);
+  const Q qz_call(q, step);
   const int64_t nblocks = (sh.M + BLK - 1) / BLK;
   at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
-    const Quantizer<T> qz = qz_call;  // a local copy: stores to float outputs cannot alias it
-    alignas(64) T ga[NS][BLK];
-    alignas(64) T gp[NP][BLK];
-    alignas(64) T pv[NP][BLK];
-    alignas(64) T sgp_c[BLK], sgn_c[BLK];  // spike probabilities of the step being processed
-    alignas(64) T zeros[BLK] = {};
+    const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
+    Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1);
+    T(*__restrict ga)[BLK] = ga_rows.get();
+    T(*__restrict gp)[BLK] = gp_rows.get();
+    T(*__restrict pv)[BLK] = pv_rows.get();
+    T* __restrict sgp_c = sg_rows.get()[0];  // spike probabilities of the step being processed
+    T* __restrict sgn_c = sg_rows.get()[1];
+    const T* zeros = zero_rows.get()[0];
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t e0 = blk * BLK;
       const int64_t cnt = std::min(BLK, sh.M - e0);
@@ -291,6 +345,15 @@ void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T
         const T* __restrict up0 = (uni && !FIRST) ? uni + (t - 1) * sh.draws * sh.M + e0 : zeros;
         const T* __restrict up1 = (uni && !FIRST && sh.draws > 1) ? up0 + sh.M : zeros;
         T* __restrict gxt = gx + t * sh.M + e0;
+        if constexpr (!FIRST) {  // the next (earlier) step's rows
+          if (t >= 2)
+            for (int k = 0; k < S; ++k) prefetch_row(sav + ((t - 2) * S + k) * sh.M + e0, cnt, false);
+          if (x) prefetch_row(xt - sh.M, cnt, false);
+          if (sh.gout_tstride) prefetch_row(got - sh.gout_tstride, cnt, false);
+          prefetch_row(gxt - sh.M, cnt, true);
+          if (uni && t >= 2)
+            for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(up0 + (k - sh.draws) * sh.M, cnt, false);
+        }
 #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
         for (int64_t j = 0; j < cnt; ++j) {
           // ---- states before this step ----
@@ -471,14 +534,22 @@ struct Call {
   float *gx, *gprm, *ginit;
 };
 
-template <bool D, bool SY, bool R, int F> void launch(const Call& c) {
+template <typename Q, bool D, bool SY, bool R, int F> void launch_with(const Call& c) {
   const float step = static_cast<float>(c.step);
   if (c.forward) {
-    forward_impl<float, D, SY, R, F>(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav);
+    forward_impl<float, Q, D, SY, R, F>(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav);
   } else {
-    backward_impl<float, D, SY, R, F>(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx,
-                                      c.gprm, c.ginit);
+    backward_impl<float, Q, D, SY, R, F>(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx,
+                                         c.gprm, c.ginit);
   }
+}
+
+// Firing layers get a specialization for the identity quantizer; the others share the blended one.
+template <bool D, bool SY, bool R, int F> void launch(const Call& c) {
+  if constexpr (F >= LIB) {
+    if (c.q != Q_ID) return launch_with<Quantizer<float>, D, SY, R, F>(c);
+  }
+  launch_with<IdentityQuant<float>, D, SY, R, F>(c);
 }
 
 template <bool D, bool SY, bool R> void by_family(int f, const Call& c) {
@@ -500,6 +571,21 @@ void dispatch(bool d, bool sy, bool r, int64_t f, const Call& c) {
   }
   if (sy) return r ? by_family<false, true, true>(fam, c) : by_family<false, true, false>(fam, c);
   return r ? by_family<false, false, true>(fam, c) : by_family<false, false, false>(fam, c);
+}
+
+// A fresh large tensor is a fresh mmap: its first touch costs a page fault per 4 KiB page, which
+// took longer than the neuron arithmetic itself (~70 ms for 100 MB). Ask for transparent huge pages
+// on the 2 MiB aligned interior: a hint, without effect where THP is off; the values are unchanged.
+void advise_huge_pages(const at::Tensor& t) {
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  constexpr uintptr_t huge = uintptr_t{2} << 20;
+  const auto bytes = static_cast<uintptr_t>(t.nbytes());
+  if (bytes < 2 * huge) return;
+  const auto start = reinterpret_cast<uintptr_t>(t.const_data_ptr());
+  const uintptr_t lo = (start + huge - 1) & ~(huge - 1);
+  const uintptr_t hi = (start + bytes) & ~(huge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#endif
 }
 
 int64_t n_saved(bool d, bool sy, bool r) { return (sy ? (d ? 2 : 1) : 0) + (r ? (d ? 2 : 1) : 0) + (d ? 2 : 1); }
@@ -529,6 +615,7 @@ std::vector<at::Tensor> neuron_forward(const at::Tensor& x, const at::Tensor& pa
   auto out = at::empty_like(x);
   auto fin = at::empty_like(init);
   auto sav = at::empty({save ? T : 0, S, M}, x.options());
+  for (const auto* t : {&out, &fin, &sav}) advise_huge_pages(*t);
   Call c{};
   c.forward = true;
   c.sh = Shape{T, M, num_neurons, inner, S, has_u ? uniforms.size(1) : 0};
@@ -564,6 +651,7 @@ std::vector<at::Tensor> neuron_backward(const at::Tensor& gout, const at::Tensor
   auto gx = at::empty({T, M}, gout.options());
   auto gprm = at::empty({NP, M}, gout.options());
   auto ginit = at::empty_like(init);
+  for (const auto* t : {&gx, &gprm, &ginit}) advise_huge_pages(*t);
   Call c{};
   c.forward = false;
   c.sh = Shape{T, M, num_neurons, inner, n_saved(dual, synaptic, recurrent), has_u ? uniforms.size(1) : 0,
