@@ -120,13 +120,8 @@ def _output(h, sp, sn, psc, nsc, FAM: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(x_ptr, prm_ptr, init_ptr, u_ptr, out_ptr, fin_ptr, sav_ptr, T, M, N, INNER, step,
-                    DUAL: tl.constexpr, SYN: tl.constexpr, REC: tl.constexpr, FAM: tl.constexpr, Q: tl.constexpr,
-                    DRAWS: tl.constexpr, SAVE: tl.constexpr, S: tl.constexpr, KR: tl.constexpr, KM: tl.constexpr,
-                    BLOCK: tl.constexpr):
-    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = e < M
-    n = (e // INNER) % N
+def _load_params(prm_ptr, n, N, mask):
+    """The 13 parameter slots (``[13, N]``, activated values) for the elements' neurons ``n``."""
     a = tl.load(prm_ptr + 0 * N + n, mask=mask, other=0.0)
     na = tl.load(prm_ptr + 1 * N + n, mask=mask, other=0.0)
     b = tl.load(prm_ptr + 2 * N + n, mask=mask, other=0.0)
@@ -140,6 +135,18 @@ def _forward_kernel(x_ptr, prm_ptr, init_ptr, u_ptr, out_ptr, fin_ptr, sav_ptr, 
     bias = tl.load(prm_ptr + 10 * N + n, mask=mask, other=0.0)
     psc = tl.load(prm_ptr + 11 * N + n, mask=mask, other=0.0)
     nsc = tl.load(prm_ptr + 12 * N + n, mask=mask, other=0.0)
+    return a, na, b, nb, g, ng, w, nw, th, nth, bias, psc, nsc
+
+
+@triton.jit
+def _forward_kernel(x_ptr, prm_ptr, init_ptr, u_ptr, out_ptr, fin_ptr, sav_ptr, T, M, N, INNER, step,
+                    DUAL: tl.constexpr, SYN: tl.constexpr, REC: tl.constexpr, FAM: tl.constexpr, Q: tl.constexpr,
+                    DRAWS: tl.constexpr, SAVE: tl.constexpr, S: tl.constexpr, KR: tl.constexpr, KM: tl.constexpr,
+                    BLOCK: tl.constexpr):
+    e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = e < M
+    n = (e // INNER) % N
+    a, na, b, nb, g, ng, w, nw, th, nth, bias, psc, nsc = _load_params(prm_ptr, n, N, mask)
     syn = tl.load(init_ptr + 0 * M + e, mask=mask, other=0.0)
     nsyn = tl.load(init_ptr + 1 * M + e, mask=mask, other=0.0)
     rec = tl.load(init_ptr + 2 * M + e, mask=mask, other=0.0)
@@ -239,19 +246,7 @@ def _backward_kernel(gout_ptr, gfin_ptr, x_ptr, prm_ptr, init_ptr, u_ptr, sav_pt
     e = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = e < M
     n = (e // INNER) % N
-    a = tl.load(prm_ptr + 0 * N + n, mask=mask, other=0.0)
-    na = tl.load(prm_ptr + 1 * N + n, mask=mask, other=0.0)
-    b = tl.load(prm_ptr + 2 * N + n, mask=mask, other=0.0)
-    nb = tl.load(prm_ptr + 3 * N + n, mask=mask, other=0.0)
-    g = tl.load(prm_ptr + 4 * N + n, mask=mask, other=0.0)
-    ng = tl.load(prm_ptr + 5 * N + n, mask=mask, other=0.0)
-    w = tl.load(prm_ptr + 6 * N + n, mask=mask, other=0.0)
-    nw = tl.load(prm_ptr + 7 * N + n, mask=mask, other=0.0)
-    th = tl.load(prm_ptr + 8 * N + n, mask=mask, other=0.0)
-    nth = tl.load(prm_ptr + 9 * N + n, mask=mask, other=0.0)
-    bias = tl.load(prm_ptr + 10 * N + n, mask=mask, other=0.0)
-    psc = tl.load(prm_ptr + 11 * N + n, mask=mask, other=0.0)
-    nsc = tl.load(prm_ptr + 12 * N + n, mask=mask, other=0.0)
+    a, na, b, nb, g, ng, w, nw, th, nth, bias, psc, nsc = _load_params(prm_ptr, n, N, mask)
     ga_syn = tl.load(gfin_ptr + 0 * M + e, mask=mask, other=0.0)
     ga_nsyn = tl.load(gfin_ptr + 1 * M + e, mask=mask, other=0.0)
     ga_rec = tl.load(gfin_ptr + 2 * M + e, mask=mask, other=0.0)
