@@ -231,7 +231,8 @@ def test_missing_compiler_logs_one_warning(caplog: pytest.LogCaptureFixture) -> 
             assert cpu.load() is None
             assert dispatch.select_path(tt.snn.LIB(4), torch.zeros(2, 1, 4)) == "reference"
         assert [r.getMessage() for r in caplog.records] == [
-            "traceTorch: no C++ compiler (no-such-compiler-tt) found; neuron sequences use the slower plain PyTorch path"
+            "traceTorch: no C++ compiler (no-such-compiler-tt) found; neuron sequences, event-driven Linear and spike draws"
+            " use the slower plain PyTorch paths"
         ]
     finally:
         cpu.load.cache_clear()

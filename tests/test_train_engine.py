@@ -121,7 +121,7 @@ def test_detach_every_bounds_the_graph(tmp_path):
         for steps in (8, 32):
             trainer = make_trainer(tmp_path, splits, detach_every=k)
             peaks[k, steps] = saved_bytes_peak(trainer, torch.bernoulli(x.expand(steps, *x.shape)), y)
-    assert peaks[None, 32] > 3 * peaks[None, 8]  # full BPTT: the graph grows with the sequence
+    assert peaks[None, 32] > 2 * peaks[None, 8]  # full BPTT: the graph grows with the sequence (weights are fixed)
     assert peaks[1, 32] == peaks[1, 8]  # online: constant
     assert peaks[4, 32] == peaks[4, 8] < peaks[None, 8]
 

@@ -3,7 +3,8 @@
 * traceTorch layers and models use their own ``run`` (fused paths where available);
 * stateless modules whose per-sample output does not depend on the rest of the batch
   (Linear, convolutions, pooling, Flatten, ...) fold time into the batch and run as
-  one call instead of T;
+  one call instead of T; a plain ``nn.Linear`` (no subclass, no hooks) on spikes (all
+  0/1) runs event-driven (:mod:`tracetorch.kernels.event_linear`);
 * anything else (BatchNorm in training mode, Dropout in training mode, modules with
   their own state) is stepped one timestep at a time, which is always exact.
 
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+
+from tracetorch.kernels import event_linear
 
 __all__ = ["run", "step_through", "fold_time", "is_time_foldable"]
 
@@ -45,10 +48,24 @@ def step_through(module: nn.Module, x_seq: Tensor) -> Tensor:
     return torch.stack([module(x_t) for x_t in x_seq.unbind(0)])
 
 
+def _has_hooks(module: nn.Module) -> bool:
+    """True when calling ``module`` does more than its ``forward`` (hooks of its own or global ones)."""
+    from torch.nn.modules import module as torch_module
+
+    own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    shared = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks,
+              torch_module._global_backward_hooks, torch_module._global_backward_pre_hooks)
+    return any(len(hooks) > 0 for hooks in (*own, *shared))
+
+
 def fold_time(module: nn.Module, x_seq: Tensor) -> Tensor:
     """One call on ``[T*B, ...]``, reshaped back to ``[T, B, ...]``."""
     steps, batch = x_seq.shape[0], x_seq.shape[1]
-    out = module(x_seq.reshape(steps * batch, *x_seq.shape[2:]))
+    folded = x_seq.reshape(steps * batch, *x_seq.shape[2:])
+    if type(module) is nn.Linear and not _has_hooks(module):
+        out = event_linear.linear(folded, module.weight, module.bias)
+    else:
+        out = module(folded)
     return out.reshape(steps, batch, *out.shape[1:])
 
 

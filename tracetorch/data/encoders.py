@@ -1,6 +1,7 @@
 """Spike encoders: intensities ``[B, ...]`` in ``[0, 1]`` -> sequences ``[T, B, ...]``.
 
-* ``rate``: ``s_t ~ Bernoulli(clamp(gain * x, 0, 1))``, drawn fresh at every step;
+* ``rate``: ``s_t ~ Bernoulli(clamp(gain * x, 0, 1))``, drawn fresh at every step (by a
+  counter-based hash seeded from the generator: :mod:`tracetorch.kernels.spike_draws`);
 * ``latency``: one spike per input at step ``round((1 - x) * (T - 1))`` (brighter is
   earlier); inputs below ``threshold`` never fire;
 * ``direct``: the same analog current ``x`` at every step.
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from tracetorch.data.registry import Registry
+from tracetorch.kernels.spike_draws import bernoulli_spikes, draw_seed
 
 __all__ = ["rate", "latency", "direct", "Encoder", "ENCODERS", "make_encoder"]
 
@@ -37,7 +39,7 @@ ENCODERS = Registry("encoder")
 def rate(x: Tensor, num_steps: int, generator: torch.Generator | None = None, gain: float = 1.0) -> Tensor:
     """Bernoulli rate coding: each step an input fires with probability ``gain * x``."""
     p = (x * gain).clamp(0.0, 1.0)
-    return torch.bernoulli(p.unsqueeze(0).expand(num_steps, *p.shape).contiguous(), generator=generator)
+    return bernoulli_spikes(p, num_steps, draw_seed(generator))
 
 
 @ENCODERS.register("latency")

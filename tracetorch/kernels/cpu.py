@@ -1,6 +1,9 @@
-"""The compiled CPU backend: ``neuron_cpu.cpp`` (float32) built on first use with ``torch.utils.cpp_extension``.
+"""The compiled CPU backend: ``neuron_cpu.cpp`` and ``events_cpu.cpp`` (float32), built on first use.
 
-The kernel registers its ops as ``torch.ops.tracetorch_kernels.neuron_forward`` / ``neuron_backward``
+``torch.utils.cpp_extension`` compiles both sources (in parallel, with ninja) into one library
+that registers its ops under ``torch.ops.tracetorch_kernels``: ``neuron_forward`` /
+``neuron_backward`` (the fused neuron sequences) and ``binary_rows``, ``event_linear_forward``,
+``event_linear_grad_weight``, ``bernoulli_spikes`` (event-driven ops)
 (``TORCH_LIBRARY``, which needs only light ATen headers: the build takes a fraction of a
 ``torch/extension.h`` one). The build happens once per machine and is cached by PyTorch (``TORCH_EXTENSIONS_DIR``,
 default ``~/.cache/torch_extensions``); later imports only load the shared library. When no
@@ -28,10 +31,11 @@ from torch import Tensor
 
 from tracetorch.kernels.fused import Meta
 
-__all__ = ["load", "available", "CpuBackend", "SOURCE"]
+__all__ = ["load", "available", "CpuBackend", "SOURCES"]
 
 log = logging.getLogger("tracetorch.kernels")
-SOURCE = Path(__file__).with_name("neuron_cpu.cpp")
+FALLBACK = "neuron sequences, event-driven Linear and spike draws use the slower plain PyTorch paths"
+SOURCES = (Path(__file__).with_name("neuron_cpu.cpp"), Path(__file__).with_name("events_cpu.cpp"))
 
 
 def _cpu_flags() -> set[str]:
@@ -57,11 +61,11 @@ def _build_flags() -> tuple[str, list[str]]:
 def load() -> Any | None:
     """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible."""
     if os.environ.get("TRACETORCH_NO_CPP"):
-        log.warning("traceTorch: TRACETORCH_NO_CPP is set; neuron sequences use the plain PyTorch path")
+        log.warning("traceTorch: TRACETORCH_NO_CPP is set; %s", FALLBACK)
         return None
     compiler = os.environ.get("CXX", "c++")
     if shutil.which(compiler) is None:
-        log.warning("traceTorch: no C++ compiler (%s) found; neuron sequences use the slower plain PyTorch path", compiler)
+        log.warning("traceTorch: no C++ compiler (%s) found; %s", compiler, FALLBACK)
         return None
     venv_bin = Path(sys.executable).parent
     if shutil.which("ninja") is None and (venv_bin / "ninja").exists():  # the ninja wheel of an unactivated venv
@@ -76,12 +80,12 @@ def load() -> Any | None:
             quiet.setLevel(level)
 
         name, cflags = _build_flags()
-        build(name=name, sources=[str(SOURCE)], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
+        build(name=name, sources=[str(source) for source in SOURCES], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
               is_python_module=False, verbose=False)
         return torch.ops.tracetorch_kernels
     except Exception as err:  # noqa: BLE001 - any build failure means: use the reference path
-        log.warning("traceTorch: building the C++ neuron kernel failed (%s); using the plain PyTorch path",
-                    str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__)
+        log.warning("traceTorch: building the C++ kernels failed (%s); %s",
+                    str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__, FALLBACK)
         return None
 
 

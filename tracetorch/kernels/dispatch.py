@@ -38,7 +38,7 @@ from tracetorch.kernels import cpu
 from tracetorch.kernels.fused import fused_run
 from tracetorch.kernels.reference import draw_uniforms, quant_kind, run_reference
 
-__all__ = ["PATHS", "explain", "select_path", "force", "run_sequence", "triton_available"]
+__all__ = ["PATHS", "wanted", "explain", "select_path", "force", "run_sequence", "triton_available"]
 
 PATHS = ("triton", "cpu", "reference")
 _forced: list[str] = []
@@ -73,20 +73,25 @@ def _unsupported(layer: torch.nn.Module, x_seq: Tensor) -> str | None:
     return None
 
 
+def wanted() -> str:
+    """The path asked for: the innermost :func:`force`, else ``$TRACETORCH_KERNELS``, else ``"auto"``."""
+    return _forced[-1] if _forced else os.environ.get("TRACETORCH_KERNELS", "auto")
+
+
 def explain(layer: torch.nn.Module, x_seq: Tensor) -> tuple[str, str]:
     """``(path, reason)``: the path ``layer.run(x_seq)`` takes and why."""
-    wanted = _forced[-1] if _forced else os.environ.get("TRACETORCH_KERNELS", "auto")
-    if wanted == "reference":
+    asked = wanted()
+    if asked == "reference":
         return "reference", "forced"
     why = _unsupported(layer, x_seq)
     if why is not None:
         return "reference", why
     if x_seq.is_cuda:
-        if wanted in ("auto", "triton") and triton_available():
+        if asked in ("auto", "triton") and triton_available():
             return "triton", "CUDA input, Triton available"
         return "reference", "CUDA input without Triton"
     if x_seq.device.type == "cpu":
-        if wanted in ("auto", "cpu") and cpu.available():
+        if asked in ("auto", "cpu") and cpu.available():
             return "cpu", "compiled C++ kernel"
         return "reference", "compiled C++ kernel unavailable"
     return "reference", f"device {x_seq.device.type}"

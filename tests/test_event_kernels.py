@@ -1,0 +1,173 @@
+"""Event-driven ops: the Linear on spike inputs and the counter-based Bernoulli spike draws."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+import tracetorch as tt
+from tracetorch.data.encoders import rate
+from tracetorch.kernels import cpu, dispatch
+from tracetorch.kernels.event_linear import MAX_DENSITY, explain, linear
+from tracetorch.kernels.spike_draws import bernoulli_spikes, draw_seed, hash_uniforms
+
+compiled = pytest.mark.skipif(not cpu.available(), reason="needs the compiled C++ kernels")
+
+
+def spikes(*shape: int, density: float = 0.15, seed: int = 0) -> torch.Tensor:
+    return (torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) < density).float()
+
+
+def grads(fn, x: torch.Tensor, fc: torch.nn.Linear, g: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    x = x.detach().requires_grad_()
+    out = fn(x, fc.weight, fc.bias)
+    inputs = [x, fc.weight] + ([fc.bias] if fc.bias is not None else [])
+    return (out, *torch.autograd.grad(out, inputs, g))
+
+
+@compiled
+@pytest.mark.parametrize(("rows", "inputs", "outputs"), [(2000, 784, 128), (300, 77, 13), (64, 100, 70), (97, 64, 130)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_event_linear_equals_dense_linear_with_gradients(rows: int, inputs: int, outputs: int, bias: bool) -> None:
+    torch.manual_seed(0)
+    fc = torch.nn.Linear(inputs, outputs, bias=bias)
+    x = spikes(rows, inputs)
+    x[3] = 0.0  # a row without spikes
+    assert explain(x, fc.weight, fc.bias)[0] == "events"
+    g = torch.randn(rows, outputs)
+    for got, want in zip(grads(linear, x, fc, g), grads(F.linear, x, fc, g)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * (1 + rows / 100))
+
+
+@compiled
+def test_binary_rows_is_the_index_of_the_ones() -> None:
+    x = spikes(50, 90, density=0.3)
+    indptr, indices = cpu.load().binary_rows(x, 1.0)
+    rows, cols = x.nonzero().unbind(1)
+    assert torch.equal(indices.long(), cols)
+    assert torch.equal(indptr, torch.cat([torch.zeros(1, dtype=torch.long), torch.bincount(rows, minlength=50).cumsum(0)]))
+
+
+@compiled
+@pytest.mark.parametrize(
+    ("value", "density", "why"), [(0.5, 0.1, "a value other than 0/1"), (-1.0, 0.1, "a -1"), (1.0, 0.9, "too dense")]
+)
+def test_inputs_that_are_not_sparse_spikes_take_the_dense_path(value: float, density: float, why: str) -> None:
+    x = spikes(80, 64, density=density)
+    x[7, 5] = value
+    indptr, indices = cpu.load().binary_rows(x, MAX_DENSITY)
+    assert indptr.numel() == 0 and indices.numel() == 0, why
+    fc = torch.nn.Linear(64, 9)
+    assert torch.equal(linear(x, fc.weight, fc.bias), F.linear(x, fc.weight, fc.bias))
+
+
+@pytest.mark.parametrize(
+    ("x", "weight", "reason"),
+    [
+        (spikes(100, 64).double(), torch.zeros(3, 64, dtype=torch.float64), "dtype other than float32"),
+        (spikes(10, 64), torch.zeros(3, 64), "fewer than 4096 input elements"),
+        (spikes(100, 64), torch.zeros(3, 65), "shapes for torch's own checks"),
+    ],
+)
+def test_explain_names_why_the_dense_path_is_taken(x: torch.Tensor, weight: torch.Tensor, reason: str) -> None:
+    assert explain(x, weight) == ("dense", reason)
+
+
+def test_forced_reference_and_missing_kernel_take_the_dense_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, weight = spikes(100, 64), torch.randn(5, 64)
+    with dispatch.force("reference"):
+        assert explain(x, weight) == ("dense", "forced")
+    monkeypatch.setattr(cpu, "load", lambda: None)
+    assert explain(x, weight) == ("dense", "compiled C++ kernel unavailable")
+    assert torch.equal(linear(x, weight), F.linear(x, weight))
+
+
+def test_dense_path_keeps_torch_error_messages() -> None:
+    with pytest.raises(RuntimeError, match="mat1 and mat2 shapes cannot be multiplied"):
+        linear(spikes(100, 64), torch.zeros(3, 65))
+
+
+@compiled
+def test_sequential_run_on_spikes_equals_steps_with_gradients() -> None:
+    torch.manual_seed(1)
+    model = tt.Sequential(torch.nn.Linear(40, 32), tt.snn.LIB(32, beta=0.8), torch.nn.Linear(32, 5), tt.snn.LI(5))
+    twin = copy.deepcopy(model)
+    x = spikes(12, 30, 40, density=0.4)
+    assert explain(x.reshape(-1, 40), model[0].weight)[0] == "events"
+    out = model.run(x)
+    steps = torch.stack([twin(x_t) for x_t in x])
+    torch.testing.assert_close(out, steps, rtol=1e-5, atol=1e-5)
+    out.square().sum().backward()
+    steps.square().sum().backward()
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-4, msg=name)
+
+
+def lowbias32(x: int) -> int:
+    """The hash, written independently with Python integers."""
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) % 2**32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) % 2**32
+    return x ^ (x >> 16)
+
+
+def test_hash_uniforms_follow_the_definition() -> None:
+    seed = 0x1234_5678_9ABC_DEF
+    u = hash_uniforms(50, seed)
+    for i in range(50):
+        h = lowbias32(lowbias32(i ^ (seed % 2**32)) ^ (i >> 32) ^ (seed >> 32))
+        assert u[i].item() == (h >> 8) / 2**24
+
+
+@compiled
+@pytest.mark.parametrize("count", [2, 4095, 4096 * 3 + 17])
+def test_compiled_spike_draws_equal_the_reference_bit_for_bit(count: int) -> None:
+    p = torch.rand(count)
+    p[:1] = 1.0
+    p[-1:] = 0.0
+    seed = draw_seed(torch.Generator().manual_seed(count))
+    fast = bernoulli_spikes(p, 7, seed)
+    with dispatch.force("reference"):
+        slow = bernoulli_spikes(p, 7, seed)
+    assert torch.equal(fast, slow)
+    assert bool((fast[:, 0] == 1).all()) and bool((fast[:, -1] == 0).all())
+
+
+def test_spike_draws_have_the_right_rate_and_no_correlation() -> None:
+    p = torch.tensor([0.05, 0.3, 0.5, 0.9])
+    s = bernoulli_spikes(p.repeat(1000), 100, seed=3).view(100, 1000, 4)
+    rate_hat = s.mean((0, 1))
+    sigma = (p * (1 - p) / 100_000).sqrt()
+    assert bool(((rate_hat - p).abs() < 5 * sigma).all()), rate_hat
+    centered = (s - p).view(100, -1)
+    for a, b in ((centered[1:], centered[:-1]), (centered[:, 1:], centered[:, :-1])):  # next step, next element
+        corr = (a * b).mean() / (p * (1 - p)).mean()
+        assert abs(float(corr)) < 0.01
+
+
+def test_rate_encoder_is_seeded_by_its_generator() -> None:
+    x = torch.rand(4, 6)
+    a, b = rate(x, 9, torch.Generator().manual_seed(5)), rate(x, 9, torch.Generator().manual_seed(5))
+    c = rate(x, 9, torch.Generator().manual_seed(6))
+    assert a.shape == (9, 4, 6) and a.dtype == x.dtype
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(rate(x, 9, torch.Generator().manual_seed(5), gain=0.0), torch.zeros(9, 4, 6))
+    assert torch.equal(rate(x.double(), 9, torch.Generator().manual_seed(5)), a.double())
+
+
+def test_negative_steps_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"^bernoulli_spikes: steps must be >= 0, got -1$"):
+        bernoulli_spikes(torch.rand(3), -1, 0)
+
+
+
+def test_linear_with_hooks_is_called_as_a_module() -> None:
+    model = tt.Sequential(torch.nn.Linear(40, 8), tt.snn.LIB(8))
+    seen: list[tuple[int, ...]] = []
+    model[0].register_forward_hook(lambda _m, inputs, _out: seen.append(tuple(inputs[0].shape)))
+    model.run(spikes(10, 30, 40))
+    assert seen == [(300, 40)]

@@ -1,0 +1,229 @@
+// Event-driven CPU kernels (traceTorch), float32: work proportional to the number of spikes.
+//
+// * binary_rows: the column indices of the ones of a {0, 1} matrix x [R, K], row by row (CSR
+//   without values); an empty result when x holds anything else or is denser than asked.
+// * event_linear_forward: out[r] = bias + sum over the ones k of row r of W^T[k]  (= x W^T + b).
+// * event_linear_grad_weight: grad W^T[k] = sum over the rows r with x[r, k] = 1 of grad_out[r].
+// * bernoulli_spikes: out[t, m] = 1 if u(seed, t * M + m) < p[m] else 0, with u a counter-based
+//   hash of the element's index into [0, 1) (24 bits): the same values whatever the thread count,
+//   and the same as tracetorch/kernels/spike_draws.py computes with torch ops.
+
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t ROW_GRAIN = 16;
+
+void check_float(const at::Tensor& t, const char* name, int64_t dims) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kFloat && t.dim() == dims,
+              "traceTorch event kernel: ", name, " must be a contiguous ", dims, "-d float32 CPU tensor");
+}
+
+void check_index(const at::Tensor& indptr, const at::Tensor& indices) {
+  TORCH_CHECK(indptr.scalar_type() == at::kLong && indptr.is_contiguous() && indptr.dim() == 1 && indptr.size(0) >= 1,
+              "traceTorch event kernel: indptr must be a contiguous int64 vector [R + 1]");
+  TORCH_CHECK(indices.scalar_type() == at::kInt && indices.is_contiguous() && indices.dim() == 1,
+              "traceTorch event kernel: indices must be a contiguous int32 vector");
+}
+
+// lowbias32 (Chris Wellons' hash prospector): a 32-bit integer hash with two multiplies.
+inline uint32_t mix32(uint32_t x) {
+  x ^= x >> 16;
+  x *= 0x7feb352dU;
+  x ^= x >> 15;
+  x *= 0x846ca68bU;
+  x ^= x >> 16;
+  return x;
+}
+
+// Eight floats; GCC/Clang vector extension (one AVX register with -mavx2, two SSE ones without).
+typedef float v8 __attribute__((vector_size(32)));
+
+inline v8 load8(const float* p) {
+  v8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// o[n0 : n0 + 8V] += sum_j table[idx[j], n0 : n0 + 8V], with the partial sums in registers.
+template <int V> inline void gather_sum(const int32_t* idx, int64_t cnt, const float* table, int64_t N, int64_t n0,
+                                        float* o) {
+  v8 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = load8(o + n0 + 8 * v);
+  for (int64_t j = 0; j < cnt; ++j) {
+    const float* w = table + static_cast<int64_t>(idx[j]) * N + n0;
+    for (int v = 0; v < V; ++v) acc[v] += load8(w + 8 * v);
+  }
+  for (int v = 0; v < V; ++v) store8(o + n0 + 8 * v, acc[v]);
+}
+
+// out[r] = init (bias row, or zeros) + sum over the indices j of row r of table[j]: a sparse
+// 0/1 matrix [R, K] (CSR) times a dense table [K, N].
+void sparse_binary_matmul(const int64_t* ip, const int32_t* ix, int64_t R, const float* table, int64_t N,
+                          const float* init, float* out) {
+  at::parallel_for(0, R, ROW_GRAIN, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* o = out + r * N;
+      if (init != nullptr) {
+        std::memcpy(o, init, N * sizeof(float));
+      } else {
+        std::fill(o, o + N, 0.0f);
+      }
+      const int32_t* idx = ix + ip[r];
+      const int64_t cnt = ip[r + 1] - ip[r];
+      int64_t n0 = 0;
+      for (; n0 + 64 <= N; n0 += 64) gather_sum<8>(idx, cnt, table, N, n0, o);
+      for (; n0 + 8 <= N; n0 += 8) gather_sum<1>(idx, cnt, table, N, n0, o);
+      for (; n0 < N; ++n0) {
+        float acc = o[n0];
+        for (int64_t j = 0; j < cnt; ++j) acc += table[static_cast<int64_t>(idx[j]) * N + n0];
+        o[n0] = acc;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// x [R, K] -> (indptr int64 [R + 1], indices int32 [nnz]); both empty when x is not all 0/1 or
+// has more than max_density * R * K ones.
+std::vector<at::Tensor> binary_rows(const at::Tensor& x, double max_density) {
+  check_float(x, "x", 2);
+  const int64_t R = x.size(0), K = x.size(1);
+  TORCH_CHECK(K < (int64_t{1} << 31), "traceTorch event kernel: more than 2^31 columns");
+  const float* px = x.const_data_ptr<float>();
+  auto indptr = at::empty({R + 1}, x.options().dtype(at::kLong));
+  int64_t* ip = indptr.mutable_data_ptr<int64_t>();
+  std::vector<uint8_t> bad(R, 0);
+  at::parallel_for(0, R, ROW_GRAIN, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = px + r * K;
+      int64_t count = 0;
+      int other = 0;
+      for (int64_t k = 0; k < K; ++k) {
+        const float v = row[k];
+        count += v != 0.0f;
+        other |= (v != 0.0f) & (v != 1.0f);
+      }
+      ip[r + 1] = count;
+      bad[r] = static_cast<uint8_t>(other);
+    }
+  });
+  ip[0] = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    if (bad[r]) return {at::empty({0}, indptr.options()), at::empty({0}, x.options().dtype(at::kInt))};
+    ip[r + 1] += ip[r];
+  }
+  if (static_cast<double>(ip[R]) > max_density * static_cast<double>(R) * static_cast<double>(K)) {
+    return {at::empty({0}, indptr.options()), at::empty({0}, x.options().dtype(at::kInt))};
+  }
+  auto indices = at::empty({ip[R]}, x.options().dtype(at::kInt));
+  int32_t* ix = indices.mutable_data_ptr<int32_t>();
+  at::parallel_for(0, R, ROW_GRAIN, [&](int64_t r0, int64_t r1) {
+    std::vector<int32_t> buf(K + 1);
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* row = px + r * K;
+      int64_t pos = 0;
+      for (int64_t k = 0; k < K; ++k) {  // branch-free compaction: always store, advance on a one
+        buf[pos] = static_cast<int32_t>(k);
+        pos += row[k] != 0.0f;
+      }
+      std::memcpy(ix + ip[r], buf.data(), pos * sizeof(int32_t));
+    }
+  });
+  return {indptr, indices};
+}
+
+// (indptr, indices) of x [R, K], W^T [K, N], bias [N] or empty -> out [R, N].
+at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& weight_t,
+                                const at::Tensor& bias) {
+  check_index(indptr, indices);
+  check_float(weight_t, "weight_t", 2);
+  const int64_t R = indptr.size(0) - 1, N = weight_t.size(1);
+  const bool has_bias = bias.numel() > 0;
+  if (has_bias) check_float(bias, "bias", 1);
+  TORCH_CHECK(!has_bias || bias.size(0) == N, "traceTorch event kernel: bias has ", bias.size(0), " values for ", N,
+              " outputs");
+  auto out = at::empty({R, N}, weight_t.options());
+  sparse_binary_matmul(indptr.const_data_ptr<int64_t>(), indices.const_data_ptr<int32_t>(), R,
+                       weight_t.const_data_ptr<float>(), N, has_bias ? bias.const_data_ptr<float>() : nullptr,
+                       out.mutable_data_ptr<float>());
+  return out;
+}
+
+// (indptr, indices) of x [R, K], grad_out [R, N] -> grad W^T [K, N] = x^T grad_out: the index is
+// transposed (a counting sort by column) and the rows of grad_out are summed per column of x.
+at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& grad_out,
+                                    int64_t in_features) {
+  check_index(indptr, indices);
+  check_float(grad_out, "grad_out", 2);
+  const int64_t R = indptr.size(0) - 1, N = grad_out.size(1), K = in_features, nnz = indices.size(0);
+  TORCH_CHECK(grad_out.size(0) == R, "traceTorch event kernel: grad_out has ", grad_out.size(0), " rows, expected ", R);
+  TORCH_CHECK(R < (int64_t{1} << 31), "traceTorch event kernel: more than 2^31 rows");
+  const int64_t* ip = indptr.const_data_ptr<int64_t>();
+  const int32_t* ix = indices.const_data_ptr<int32_t>();
+  std::vector<int64_t> col_ptr(K + 1, 0);
+  for (int64_t j = 0; j < nnz; ++j) ++col_ptr[ix[j] + 1];
+  for (int64_t k = 0; k < K; ++k) col_ptr[k + 1] += col_ptr[k];
+  std::vector<int32_t> col_rows(nnz);
+  std::vector<int64_t> fill(col_ptr.begin(), col_ptr.end() - 1);
+  for (int64_t r = 0; r < R; ++r) {
+    for (int64_t j = ip[r]; j < ip[r + 1]; ++j) col_rows[fill[ix[j]]++] = static_cast<int32_t>(r);
+  }
+  auto gw = at::empty({K, N}, grad_out.options());
+  sparse_binary_matmul(col_ptr.data(), col_rows.data(), K, grad_out.const_data_ptr<float>(), N, nullptr,
+                       gw.mutable_data_ptr<float>());
+  return gw;
+}
+
+// p [M] (probabilities), steps T, seed -> spikes [T, M] in {0, 1}.
+at::Tensor bernoulli_spikes(const at::Tensor& p, int64_t steps, int64_t seed) {
+  check_float(p, "p", 1);
+  TORCH_CHECK(steps >= 0, "traceTorch event kernel: steps must be >= 0");
+  const int64_t M = p.size(0);
+  auto out = at::empty({steps, M}, p.options());
+  const float* pp = p.const_data_ptr<float>();
+  float* po = out.mutable_data_ptr<float>();
+  const auto key = static_cast<uint64_t>(seed);
+  const auto k0 = static_cast<uint32_t>(key), k1 = static_cast<uint32_t>(key >> 32);
+  constexpr float scale = 1.0f / 16777216.0f;
+  constexpr int64_t CHUNK = 4096;
+  const int64_t chunks = (M + CHUNK - 1) / CHUNK;
+  at::parallel_for(0, steps * chunks, 4, [&](int64_t w0, int64_t w1) {
+    for (int64_t w = w0; w < w1; ++w) {
+      const int64_t t = w / chunks, m0 = (w % chunks) * CHUNK, m1 = std::min(M, m0 + CHUNK);
+      float* row = po + t * M;
+      for (int64_t m = m0; m < m1; ++m) {
+        const auto c = static_cast<uint64_t>(t * M + m);
+        const uint32_t h = mix32(mix32(static_cast<uint32_t>(c) ^ k0) ^ static_cast<uint32_t>(c >> 32) ^ k1);
+        row[m] = static_cast<float>(h >> 8) * scale < pp[m] ? 1.0f : 0.0f;
+      }
+    }
+  });
+  return out;
+}
+
+TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
+  m.def("binary_rows(Tensor x, float max_density) -> Tensor[]");
+  m.def("event_linear_forward(Tensor indptr, Tensor indices, Tensor weight_t, Tensor bias) -> Tensor");
+  m.def("event_linear_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_features) -> Tensor");
+  m.def("bernoulli_spikes(Tensor p, int steps, int seed) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
+  m.impl("binary_rows", &binary_rows);
+  m.impl("event_linear_forward", &event_linear_forward);
+  m.impl("event_linear_grad_weight", &event_linear_grad_weight);
+  m.impl("bernoulli_spikes", &bernoulli_spikes);
+}
