@@ -38,7 +38,7 @@ def _make(lib: str, n: int):  # noqa: ANN202 - returns a closure over the librar
     if lib.startswith("tracetorch"):
         import tracetorch as tt
 
-        layer = tt.snn.LIB(n, beta=0.9)
+        layer = tt.snn.LIB(n, beta=0.9, quant_fn=tt.functional.round_ste())  # binary spikes, like the others
         if lib == "tracetorch-seq":
             def run(x):
                 layer.zero_states()

@@ -1,7 +1,7 @@
 """Rate-coded MNIST training throughput and test accuracy (784-128-128-10 LIF, T=20, batch 100) per library.
 
 Every library trains the same network (three Linear layers with the same initial weights,
-each followed by a LIF with beta 0.9 and subtractive reset, loss = cross-entropy of the
+each followed by a LIF with beta 0.9, threshold 1, binary spikes and subtractive reset, loss = cross-entropy of the
 mean output spikes, Adam, lr 1e-3) on the same shuffled batches, rate-coding each batch with
 its own encoder: traceTorch in step mode and in sequence mode (``model.run``; encoder
 ``tracetorch.data.encoders.rate``), snnTorch (``spikegen.rate``) and SpikingJelly
@@ -54,7 +54,8 @@ def tracetorch_model(sequence: bool):
     from tracetorch.data.encoders import rate
 
     fc = linears()
-    net = tt.Sequential(fc[0], tt.snn.LIB(128, beta=0.9), fc[1], tt.snn.LIB(128, beta=0.9), fc[2], tt.snn.LIB(10, beta=0.9))
+    lifs = [tt.snn.LIB(n, beta=0.9, quant_fn=tt.functional.round_ste()) for n in SIZES[1:]]  # binary spikes
+    net = tt.Sequential(fc[0], lifs[0], fc[1], lifs[1], fc[2], lifs[2])
 
     def forward(x_seq: torch.Tensor) -> torch.Tensor:
         net.zero_states()

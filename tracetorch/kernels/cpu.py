@@ -50,8 +50,11 @@ def _cpu_flags() -> set[str]:
 
 
 def _build_flags() -> tuple[str, list[str]]:
-    """(extension name, compiler flags). AVX2/FMA builds get their own cache entry."""
+    """(extension name, compiler flags) for this CPU: AVX-512 and AVX2/FMA builds get their own cache entries."""
     flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
+    if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= _cpu_flags():
+        return "tracetorch_neuron_cpu_avx512", [*flags, "-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512bw",
+                                                "-mavx512vl", "-mprefer-vector-width=512"]
     if {"avx2", "fma"} <= _cpu_flags():
         return "tracetorch_neuron_cpu_avx2", [*flags, "-mavx2", "-mfma"]
     return "tracetorch_neuron_cpu", flags

@@ -14,6 +14,10 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
@@ -94,6 +98,28 @@ void sparse_binary_matmul(const int64_t* ip, const int32_t* ix, int64_t R, const
   });
 }
 
+// Writes the positions of the non-zeros of row[0:K] to buf (room for K + 16), in order; returns
+// how many. The vector loop stores 16 positions at a time and advances by the number of ones
+// (a register compress then a plain store: the compress-to-memory form is slow on some CPUs).
+inline int64_t compact_ones(const float* row, int64_t K, int32_t* buf) {
+  int64_t k = 0, count = 0;
+#if defined(__AVX512F__)
+  const __m512 zero = _mm512_setzero_ps();
+  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (; k + 16 <= K; k += 16) {
+    const __mmask16 ones = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + k), zero, _CMP_NEQ_UQ);
+    const __m512i where = _mm512_maskz_compress_epi32(ones, _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(k))));
+    _mm512_storeu_si512(buf + count, where);
+    count += __builtin_popcount(ones);
+  }
+#endif
+  for (; k < K; ++k) {  // branch-free: always store, advance on a one
+    buf[count] = static_cast<int32_t>(k);
+    count += row[k] != 0.0f;
+  }
+  return count;
+}
+
 }  // namespace
 
 // x [R, K] -> (indptr int64 [R + 1], indices int32 [nnz]); both empty when x is not all 0/1 or
@@ -131,15 +157,10 @@ std::vector<at::Tensor> binary_rows(const at::Tensor& x, double max_density) {
   auto indices = at::empty({ip[R]}, x.options().dtype(at::kInt));
   int32_t* ix = indices.mutable_data_ptr<int32_t>();
   at::parallel_for(0, R, ROW_GRAIN, [&](int64_t r0, int64_t r1) {
-    std::vector<int32_t> buf(K + 1);
+    std::vector<int32_t> buf(K + 16);
     for (int64_t r = r0; r < r1; ++r) {
-      const float* row = px + r * K;
-      int64_t pos = 0;
-      for (int64_t k = 0; k < K; ++k) {  // branch-free compaction: always store, advance on a one
-        buf[pos] = static_cast<int32_t>(k);
-        pos += row[k] != 0.0f;
-      }
-      std::memcpy(ix + ip[r], buf.data(), pos * sizeof(int32_t));
+      const int64_t count = compact_ones(px + r * K, K, buf.data());
+      std::memcpy(ix + ip[r], buf.data(), count * sizeof(int32_t));
     }
   });
   return {indptr, indices};
@@ -173,14 +194,37 @@ at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& 
   TORCH_CHECK(R < (int64_t{1} << 31), "traceTorch event kernel: more than 2^31 rows");
   const int64_t* ip = indptr.const_data_ptr<int64_t>();
   const int32_t* ix = indices.const_data_ptr<int32_t>();
+  // Counting sort by column, in parallel: each block of rows counts its columns, the counts give
+  // every (block, column) its place, and each block fills in its rows. A column's rows stay in
+  // increasing order, so the sums below do not depend on the number of threads.
+  const int64_t blocks = std::min<int64_t>(R, std::max<int64_t>(1, at::get_num_threads()) * 4);
+  const int64_t per_block = blocks > 0 ? (R + blocks - 1) / blocks : 0;
+  std::vector<int64_t> place(blocks * K, 0);
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t* count = place.data() + b * K;
+      for (int64_t j = ip[std::min(R, b * per_block)]; j < ip[std::min(R, (b + 1) * per_block)]; ++j) ++count[ix[j]];
+    }
+  });
   std::vector<int64_t> col_ptr(K + 1, 0);
-  for (int64_t j = 0; j < nnz; ++j) ++col_ptr[ix[j] + 1];
-  for (int64_t k = 0; k < K; ++k) col_ptr[k + 1] += col_ptr[k];
-  std::vector<int32_t> col_rows(nnz);
-  std::vector<int64_t> fill(col_ptr.begin(), col_ptr.end() - 1);
-  for (int64_t r = 0; r < R; ++r) {
-    for (int64_t j = ip[r]; j < ip[r + 1]; ++j) col_rows[fill[ix[j]]++] = static_cast<int32_t>(r);
+  for (int64_t k = 0; k < K; ++k) {
+    int64_t at = col_ptr[k];
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t count = place[b * K + k];
+      place[b * K + k] = at;
+      at += count;
+    }
+    col_ptr[k + 1] = at;
   }
+  std::vector<int32_t> col_rows(nnz);
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      int64_t* next = place.data() + b * K;
+      for (int64_t r = std::min(R, b * per_block); r < std::min(R, (b + 1) * per_block); ++r) {
+        for (int64_t j = ip[r]; j < ip[r + 1]; ++j) col_rows[next[ix[j]]++] = static_cast<int32_t>(r);
+      }
+    }
+  });
   auto gw = at::empty({K, N}, grad_out.options());
   sparse_binary_matmul(col_ptr.data(), col_rows.data(), K, grad_out.const_data_ptr<float>(), N, nullptr,
                        gw.mutable_data_ptr<float>());
