@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -31,11 +32,12 @@ from torch import Tensor
 
 from tracetorch.kernels.fused import Meta
 
-__all__ = ["load", "available", "CpuBackend", "SOURCES"]
+__all__ = ["load", "available", "CpuBackend", "SOURCES", "HEADERS"]
 
 log = logging.getLogger("tracetorch.kernels")
 FALLBACK = "neuron sequences, event-driven Linear and spike draws use the slower plain PyTorch paths"
 SOURCES = (Path(__file__).with_name("neuron_cpu.cpp"), Path(__file__).with_name("events_cpu.cpp"))
+HEADERS = (Path(__file__).with_name("tensor_pool.h"),)
 
 
 def _cpu_flags() -> set[str]:
@@ -83,6 +85,9 @@ def load() -> Any | None:
             quiet.setLevel(level)
 
         name, cflags = _build_flags()
+        # torch rebuilds when a source or a flag changes, not a header: put the headers' hash in a flag
+        digest = hashlib.sha1(b"".join(header.read_bytes() for header in HEADERS)).hexdigest()[:12]
+        cflags = [*cflags, f"-DTRACETORCH_HEADERS={digest}"]
         build(name=name, sources=[str(source) for source in SOURCES], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
               is_python_module=False, verbose=False)
         return torch.ops.tracetorch_kernels

@@ -14,6 +14,8 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include "tensor_pool.h"
+
 #if defined(__AVX512F__)
 #include <immintrin.h>
 #endif
@@ -176,7 +178,7 @@ at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indi
   if (has_bias) check_float(bias, "bias", 1);
   TORCH_CHECK(!has_bias || bias.size(0) == N, "traceTorch event kernel: bias has ", bias.size(0), " values for ", N,
               " outputs");
-  auto out = at::empty({R, N}, weight_t.options());
+  auto out = tracetorch_pool::pooled_empty({R, N}, weight_t.options());
   sparse_binary_matmul(indptr.const_data_ptr<int64_t>(), indices.const_data_ptr<int32_t>(), R,
                        weight_t.const_data_ptr<float>(), N, has_bias ? bias.const_data_ptr<float>() : nullptr,
                        out.mutable_data_ptr<float>());
@@ -225,7 +227,7 @@ at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& 
       }
     }
   });
-  auto gw = at::empty({K, N}, grad_out.options());
+  auto gw = tracetorch_pool::pooled_empty({K, N}, grad_out.options());
   sparse_binary_matmul(col_ptr.data(), col_rows.data(), K, grad_out.const_data_ptr<float>(), N, nullptr,
                        gw.mutable_data_ptr<float>());
   return gw;
@@ -236,7 +238,7 @@ at::Tensor bernoulli_spikes(const at::Tensor& p, int64_t steps, int64_t seed) {
   check_float(p, "p", 1);
   TORCH_CHECK(steps >= 0, "traceTorch event kernel: steps must be >= 0");
   const int64_t M = p.size(0);
-  auto out = at::empty({steps, M}, p.options());
+  auto out = tracetorch_pool::pooled_empty({steps, M}, p.options());
   const float* pp = p.const_data_ptr<float>();
   float* po = out.mutable_data_ptr<float>();
   const auto key = static_cast<uint64_t>(seed);

@@ -21,16 +21,14 @@
 #include <ATen/ops/empty_like.h>
 #include <torch/library.h>
 
+#include "tensor_pool.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
-
-#ifdef __linux__
-#include <sys/mman.h>
-#endif
 
 namespace {
 
@@ -123,6 +121,15 @@ template <typename T> struct Quantizer {
 template <typename T> struct IdentityQuant {
   IdentityQuant(int, T) {}
   inline T operator()(T sg, T) const { return sg; }
+  inline T grad(T) const { return T(1); }
+};
+
+// round_ste, the usual binary-spike quantizer, known at compile time: the same value as the
+// blended Quantizer gives it (sg + (round(sg / step) * step - sg)), without the other variants.
+template <typename T> struct RoundQuant {
+  T step;
+  RoundQuant(int, T step_size) : step(step_size) {}
+  inline T operator()(T sg, T) const { return sg + (std::nearbyint(sg / step) * step - sg); }
   inline T grad(T) const { return T(1); }
 };
 
@@ -544,9 +551,11 @@ template <typename Q, bool D, bool SY, bool R, int F> void launch_with(const Cal
   }
 }
 
-// Firing layers get a specialization for the identity quantizer; the others share the blended one.
+// Firing layers get specializations for the identity and round quantizers; the stochastic ones
+// share the blended one.
 template <bool D, bool SY, bool R, int F> void launch(const Call& c) {
   if constexpr (F >= LIB) {
+    if (c.q == Q_ROUND) return launch_with<RoundQuant<float>, D, SY, R, F>(c);
     if (c.q != Q_ID) return launch_with<Quantizer<float>, D, SY, R, F>(c);
   }
   launch_with<IdentityQuant<float>, D, SY, R, F>(c);
@@ -573,21 +582,6 @@ void dispatch(bool d, bool sy, bool r, int64_t f, const Call& c) {
   return r ? by_family<false, false, true>(fam, c) : by_family<false, false, false>(fam, c);
 }
 
-// A fresh large tensor is a fresh mmap: its first touch costs a page fault per 4 KiB page, which
-// took longer than the neuron arithmetic itself (~70 ms for 100 MB). Ask for transparent huge pages
-// on the 2 MiB aligned interior: a hint, without effect where THP is off; the values are unchanged.
-void advise_huge_pages(const at::Tensor& t) {
-#if defined(__linux__) && defined(MADV_HUGEPAGE)
-  constexpr uintptr_t huge = uintptr_t{2} << 20;
-  const auto bytes = static_cast<uintptr_t>(t.nbytes());
-  if (bytes < 2 * huge) return;
-  const auto start = reinterpret_cast<uintptr_t>(t.const_data_ptr());
-  const uintptr_t lo = (start + huge - 1) & ~(huge - 1);
-  const uintptr_t hi = (start + bytes) & ~(huge - 1);
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-#endif
-}
-
 int64_t n_saved(bool d, bool sy, bool r) { return (sy ? (d ? 2 : 1) : 0) + (r ? (d ? 2 : 1) : 0) + (d ? 2 : 1); }
 
 void check(const at::Tensor& t, const char* name) {
@@ -612,10 +606,9 @@ std::vector<at::Tensor> neuron_forward(const at::Tensor& x, const at::Tensor& pa
   const int64_t S = n_saved(dual, synaptic, recurrent);
   const bool has_u = uniforms.numel() > 0;
   if (has_u) check(uniforms, "uniforms");
-  auto out = at::empty_like(x);
-  auto fin = at::empty_like(init);
-  auto sav = at::empty({save ? T : 0, S, M}, x.options());
-  for (const auto* t : {&out, &fin, &sav}) advise_huge_pages(*t);
+  auto out = tracetorch_pool::pooled_empty(x.sizes(), x.options());
+  auto fin = tracetorch_pool::pooled_empty(init.sizes(), init.options());
+  auto sav = tracetorch_pool::pooled_empty({save ? T : 0, S, M}, x.options());
   Call c{};
   c.forward = true;
   c.sh = Shape{T, M, num_neurons, inner, S, has_u ? uniforms.size(1) : 0};
@@ -648,10 +641,9 @@ std::vector<at::Tensor> neuron_backward(const at::Tensor& gout, const at::Tensor
   const bool has_u = uniforms.numel() > 0;
   if (x.numel() > 0) check(x, "x");
   if (has_u) check(uniforms, "uniforms");
-  auto gx = at::empty({T, M}, gout.options());
-  auto gprm = at::empty({NP, M}, gout.options());
-  auto ginit = at::empty_like(init);
-  for (const auto* t : {&gx, &gprm, &ginit}) advise_huge_pages(*t);
+  auto gx = tracetorch_pool::pooled_empty({T, M}, gout.options());
+  auto gprm = tracetorch_pool::pooled_empty({NP, M}, gout.options());
+  auto ginit = tracetorch_pool::pooled_empty(init.sizes(), init.options());
   Call c{};
   c.forward = false;
   c.sh = Shape{T, M, num_neurons, inner, n_saved(dual, synaptic, recurrent), has_u ? uniforms.size(1) : 0,
