@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -171,3 +174,35 @@ def test_linear_with_hooks_is_called_as_a_module() -> None:
     model[0].register_forward_hook(lambda _m, inputs, _out: seen.append(tuple(inputs[0].shape)))
     model.run(spikes(10, 30, 40))
     assert seen == [(300, 40)]
+
+
+@compiled
+def test_large_kernel_outputs_reuse_pooled_buffers() -> None:
+    layer = tt.snn.LIB(1024, quant_fn=tt.functional.round_ste())
+    x = torch.randn(10, 64, 1024)  # 2.6 MB of output: served by the pool
+    with torch.no_grad():
+        first = layer.run(x)
+        where, expected = first.data_ptr(), first.clone()
+        before = cpu.load().pool_cached_bytes()
+        del first
+        assert cpu.load().pool_cached_bytes() == before + (4 << 20)  # rounded up to 2 MiB pages
+        layer.zero_states()
+        second = layer.run(x)
+    assert second.data_ptr() == where
+    assert torch.equal(second, expected)
+
+
+@compiled
+def test_pool_can_be_turned_off() -> None:
+    code = (
+        "import torch, tracetorch as tt\n"
+        "from tracetorch.kernels import cpu\n"
+        "layer = tt.snn.LIB(1024)\n"
+        "x = torch.randn(10, 64, 1024)\n"
+        "with torch.no_grad():\n"
+        "    a = layer.run(x); expected = a.clone(); del a; layer.zero_states(); b = layer.run(x)\n"
+        "print(cpu.load().pool_cached_bytes(), torch.equal(b, expected))\n"
+    )
+    env = {**os.environ, "TRACETORCH_CPU_POOL_MB": "0"}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, check=True)
+    assert done.stdout.split() == ["0", "True"]

@@ -260,7 +260,15 @@ at::Tensor bernoulli_spikes(const at::Tensor& p, int64_t steps, int64_t seed) {
   return out;
 }
 
+// Bytes of freed output buffers the pool (tensor_pool.h) holds for reuse.
+int64_t pool_cached_bytes() {
+  tracetorch_pool::Pool& p = tracetorch_pool::pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  return static_cast<int64_t>(p.cached);
+}
+
 TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
+  m.def("pool_cached_bytes() -> int");
   m.def("binary_rows(Tensor x, float max_density) -> Tensor[]");
   m.def("event_linear_forward(Tensor indptr, Tensor indices, Tensor weight_t, Tensor bias) -> Tensor");
   m.def("event_linear_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_features) -> Tensor");
@@ -273,3 +281,5 @@ TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
   m.impl("event_linear_grad_weight", &event_linear_grad_weight);
   m.impl("bernoulli_spikes", &bernoulli_spikes);
 }
+
+TORCH_LIBRARY_IMPL(tracetorch_kernels, CatchAll, m) { m.impl("pool_cached_bytes", &pool_cached_bytes); }
