@@ -9,6 +9,10 @@
 * :mod:`~tracetorch.kernels.cpu`: ``neuron_cpu.cpp``, one C++ template for all 32 layers,
   built on first use; :mod:`~tracetorch.kernels.triton_kernels`: the same for CUDA.
 * :mod:`~tracetorch.kernels.dispatch`: picks the path (``explain`` says which and why).
+* :mod:`~tracetorch.kernels.event_linear`: ``nn.Linear`` on 0/1 inputs with work proportional
+  to the spikes (``events_cpu.cpp``); :mod:`~tracetorch.kernels.spike_draws`: counter-based
+  Bernoulli spike trains (rate coding). Large outputs of the C++ kernels come from a pool of
+  reused buffers (``tensor_pool.h``, ``TRACETORCH_CPU_POOL_MB``).
 
 Sequence mode equals T single steps: same outputs, final states and gradients (to float
 tolerance), for every layer, ``dim``, parameter rank and quantizer; the final states stay
