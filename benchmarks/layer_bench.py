@@ -32,7 +32,7 @@ def _available(lib: str) -> bool:
 
 
 def _make(lib: str, n: int):  # noqa: ANN202 - returns a closure over the library's objects
-    """A function ``x_seq -> spikes [T, B, N]`` for ``lib`` (a LIF with beta 0.9, threshold 1, binary spikes, subtractive reset)."""
+    """A function ``x_seq -> spikes [T, B, N]`` for ``lib`` (LIF: beta 0.9, threshold 1, binary spikes, subtractive reset)."""
     import torch
 
     if lib.startswith("tracetorch"):
