@@ -190,6 +190,11 @@ def test_large_kernel_outputs_reuse_pooled_buffers() -> None:
         second = layer.run(x)
     assert second.data_ptr() == where
     assert torch.equal(second, expected)
+    del second
+    cached = cpu.load().pool_cached_bytes()
+    assert cached >= 4 << 20
+    assert cpu.release_pool() == cached
+    assert cpu.load().pool_cached_bytes() == 0
 
 
 @compiled

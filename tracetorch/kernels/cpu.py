@@ -32,7 +32,7 @@ from torch import Tensor
 
 from tracetorch.kernels.fused import Meta
 
-__all__ = ["load", "available", "CpuBackend", "SOURCES", "HEADERS"]
+__all__ = ["load", "available", "release_pool", "CpuBackend", "SOURCES", "HEADERS"]
 
 log = logging.getLogger("tracetorch.kernels")
 FALLBACK = "neuron sequences, event-driven Linear and spike draws use the slower plain PyTorch paths"
@@ -95,6 +95,15 @@ def load() -> Any | None:
         log.warning("traceTorch: building the C++ kernels failed (%s); %s",
                     str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__, FALLBACK)
         return None
+
+
+def release_pool() -> int:
+    """Free the output buffers the compiled kernels keep for reuse; returns the bytes given back (0 without them).
+
+    The pool holds at most ``$TRACETORCH_CPU_POOL_MB`` MiB (default 2048, ``0`` = no pool).
+    """
+    ops = load()
+    return 0 if ops is None else int(ops.pool_release())
 
 
 def available() -> bool:

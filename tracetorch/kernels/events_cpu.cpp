@@ -267,8 +267,12 @@ int64_t pool_cached_bytes() {
   return static_cast<int64_t>(p.cached);
 }
 
+// Frees the cached buffers; returns the bytes given back.
+int64_t pool_release() { return static_cast<int64_t>(tracetorch_pool::release_all()); }
+
 TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
   m.def("pool_cached_bytes() -> int");
+  m.def("pool_release() -> int");
   m.def("binary_rows(Tensor x, float max_density) -> Tensor[]");
   m.def("event_linear_forward(Tensor indptr, Tensor indices, Tensor weight_t, Tensor bias) -> Tensor");
   m.def("event_linear_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_features) -> Tensor");
@@ -282,4 +286,7 @@ TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
   m.impl("bernoulli_spikes", &bernoulli_spikes);
 }
 
-TORCH_LIBRARY_IMPL(tracetorch_kernels, CatchAll, m) { m.impl("pool_cached_bytes", &pool_cached_bytes); }
+TORCH_LIBRARY_IMPL(tracetorch_kernels, CatchAll, m) {
+  m.impl("pool_cached_bytes", &pool_cached_bytes);
+  m.impl("pool_release", &pool_release);
+}

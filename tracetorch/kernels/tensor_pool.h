@@ -59,6 +59,17 @@ inline void release(void* ptr, size_t bytes) {
   std::free(ptr);
 }
 
+// Frees every cached buffer; returns how many bytes that gave back.
+inline size_t release_all() {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  const size_t bytes = p.cached;
+  for (auto& block : p.free_blocks) std::free(block.second);
+  p.free_blocks.clear();
+  p.cached = 0;
+  return bytes;
+}
+
 // at::empty(sizes, options) for CPU tensors, served from the pool when large.
 inline at::Tensor pooled_empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
   int64_t numel = 1;
