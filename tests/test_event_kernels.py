@@ -79,6 +79,13 @@ def test_explain_names_why_the_dense_path_is_taken(x: torch.Tensor, weight: torc
     assert explain(x, weight) == ("dense", reason)
 
 
+def test_autocast_takes_the_dense_path() -> None:
+    x, weight = spikes(100, 64), torch.randn(5, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert explain(x, weight) == ("dense", "autocast (torch picks the precision)")
+        assert linear(x, weight).dtype == torch.bfloat16
+
+
 def test_forced_reference_and_missing_kernel_take_the_dense_path(monkeypatch: pytest.MonkeyPatch) -> None:
     x, weight = spikes(100, 64), torch.randn(5, 64)
     with dispatch.force("reference"):

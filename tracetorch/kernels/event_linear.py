@@ -81,6 +81,8 @@ def explain(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> tuple[str,
         return "dense", "dtype other than float32"
     if any(t.device.type != "cpu" for t in tensors):
         return "dense", "not a CPU tensor"
+    if torch.is_autocast_enabled("cpu"):
+        return "dense", "autocast (torch picks the precision)"
     if x.ndim < 2 or x.shape[-1] != weight.shape[-1] or weight.ndim != 2:
         return "dense", "shapes for torch's own checks"
     if x.numel() < MIN_ELEMENTS:
