@@ -46,6 +46,23 @@ def test_event_linear_equals_dense_linear_with_gradients(rows: int, inputs: int,
 
 
 @compiled
+def test_event_linear_gradients_do_not_depend_on_the_thread_count() -> None:
+    torch.manual_seed(2)
+    fc = torch.nn.Linear(300, 40)
+    x, g = spikes(500, 300, density=0.2), torch.randn(500, 40)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(grads(linear, x, fc, g))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0][:3], other[:3]))  # output, grad x, grad W
+
+
+@compiled
 def test_binary_rows_is_the_index_of_the_ones() -> None:
     x = spikes(50, 90, density=0.3)
     indptr, indices = cpu.load().binary_rows(x, 1.0)
