@@ -1,18 +1,21 @@
-"""Rate-coded MNIST training throughput and test accuracy (784-128-128-10 LIF, T=20, batch 100) per library.
+"""Rate-coded MNIST training: throughput, test accuracy and peak memory per library (784-128-128-10, T=20).
 
 Every library trains the same network (three Linear layers with the same initial weights,
-each followed by a LIF with beta 0.9, threshold 1, binary spikes and subtractive reset, loss = cross-entropy of the
-mean output spikes, Adam, lr 1e-3) on the same shuffled batches, rate-coding each batch with
-its own encoder: traceTorch in step mode and in sequence mode (``model.run``; encoder
-``tracetorch.data.encoders.rate``), snnTorch (``spikegen.rate``) and SpikingJelly
-(multi-step, ``encoding.PoissonEncoder``) when installed (``pip install -e .[bench]``).
+each followed by a LIF with beta 0.9, threshold 1, binary spikes and subtractive reset;
+loss = cross-entropy of the mean output spikes; Adam, lr 1e-3; batch 100) on the same
+shuffled batches, rate-coding each batch with its own encoder: traceTorch in step mode and
+in sequence mode (``model.run``; ``tracetorch.data.encoders.rate``), snnTorch
+(``spikegen.rate``) and SpikingJelly (multi-step, ``encoding.PoissonEncoder``) when
+installed (``pip install -e .[bench]``).
 
-Throughput is training samples per second over ``--epochs`` epochs (encoding, forward,
-backward, optimizer step; two warm-up batches excluded); the test accuracy after those
-epochs (10,000 test images, the mean output spikes' argmax) shows that the speed is not
-bought with accuracy. Real MNIST is used when ``../shared/data/MNIST`` exists beside the
-repository (the 5,000-image train subset and the official test set), random images
-otherwise (no accuracy then). Ratios are against the fastest other library in the same run.
+Each library runs in a fresh subprocess. Throughput is training samples per second over
+``--epochs`` epochs (encoding, forward, backward, optimizer step; two warm-up batches
+excluded). The test accuracy after those epochs (10,000 test images, argmax of the mean
+output spikes) shows that the speed is not bought with accuracy. Peak memory is the growth
+of the process's resident set during training. Real MNIST is used when
+``../shared/data/MNIST`` exists beside the repository (the 5,000-image train subset and the
+official test set), random images otherwise (no accuracy then). Ratios are against the
+fastest / leanest other library in the same run.
 
     python benchmarks/train_bench.py [--epochs 3] [--threads N] [--libraries tracetorch-seq spikingjelly]
 """
@@ -21,6 +24,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import resource
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -121,8 +128,8 @@ MODELS = {
 }
 
 
-def train_and_test(name: str, data: tuple, epochs: int) -> tuple[float, float | None]:
-    """(training samples/s, test accuracy or None) of library ``name``."""
+def train_and_test(name: str, data: tuple, epochs: int) -> dict:
+    """Training samples/s, test accuracy (None without MNIST) and peak memory of library ``name``."""
     images, labels, test_images, test_labels, _ = data
     torch.manual_seed(0)
     net, forward, encode = MODELS[name]()
@@ -130,6 +137,7 @@ def train_and_test(name: str, data: tuple, epochs: int) -> tuple[float, float | 
     loss_fn = nn.CrossEntropyLoss()
     order = torch.cat([torch.randperm(len(images), generator=torch.Generator().manual_seed(e)) for e in range(epochs)])
     batches = order[: len(order) // BATCH * BATCH].view(-1, BATCH)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = 0.0
     for i, index in enumerate(batches):
         if i == 2:
@@ -139,13 +147,26 @@ def train_and_test(name: str, data: tuple, epochs: int) -> tuple[float, float | 
         loss.backward()
         opt.step()
     rate = (len(batches) - 2) * BATCH / (time.perf_counter() - start)
-    if test_images is None:
-        return rate, None
-    correct = 0
-    with torch.no_grad():
-        for x, y in zip(test_images.split(1000), test_labels.split(1000)):
-            correct += int((forward(encode(x)).mean(0).argmax(1) == y).sum())
-    return rate, correct / len(test_labels)
+    peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
+    accuracy = None
+    if test_images is not None:
+        correct = 0
+        with torch.no_grad():
+            for x, y in zip(test_images.split(1000), test_labels.split(1000)):
+                correct += int((forward(encode(x)).mean(0).argmax(1) == y).sum())
+        accuracy = correct / len(test_labels)
+    return {"rate": rate, "accuracy": accuracy, "peak_mb": peak_mb}
+
+
+def measure(name: str, epochs: int, threads: int | None) -> dict | None:
+    """``train_and_test`` in a fresh subprocess, so that its peak memory is its own."""
+    cmd = [sys.executable, __file__, "--child", name, "--epochs", str(epochs)]
+    cmd += ["--threads", str(threads)] if threads else []
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        print(f"  {name} failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
@@ -153,23 +174,30 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--libraries", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--child", choices=list(MODELS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_images()
+    if args.child:
+        print(json.dumps(train_and_test(args.child, data, args.epochs)))
+        return
     names = [n for n in args.libraries
              if n.split("-")[0] not in ("snntorch", "spikingjelly") or importlib.util.find_spec(n)]
     print(f"{data[-1]}, {'-'.join(map(str, SIZES))}, T={STEPS}, batch {BATCH}, {args.epochs} epochs of "
           f"{len(data[0])} images, {torch.get_num_threads()} threads")
-    results = {name: train_and_test(name, data, args.epochs) for name in names}
-    others = [r[0] for n, r in results.items() if not n.startswith("tracetorch")]
-    best = max(others, default=None)
-    print(f"{'library':>16} {'samples/s':>10} {'ratio':>7} {'test acc':>9}")
-    for name, (rate, accuracy) in results.items():
-        ratio = f"{rate / best:.2f}x" if best else "-"
-        shown = f"{accuracy:.2%}" if accuracy is not None else "-"
-        print(f"{name:>16} {rate:10.0f} {ratio:>7} {shown:>9}")
-    print("ratio: this throughput / the fastest other library's (each library rate-codes with its own encoder)")
+    results = {name: r for name in names if (r := measure(name, args.epochs, args.threads)) is not None}
+    others = [r for n, r in results.items() if not n.startswith("tracetorch")]
+    best = max((r["rate"] for r in others), default=None)
+    leanest = min((r["peak_mb"] for r in others), default=None)
+    print(f"{'library':>16} {'samples/s':>10} {'ratio':>7} {'test acc':>9} {'peak MB':>8} {'mem ratio':>10}")
+    for name, r in results.items():
+        ratio = f"{r['rate'] / best:.2f}x" if best else "-"
+        shown = f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "-"
+        mem = f"{r['peak_mb'] / leanest:.2f}" if leanest else "-"
+        print(f"{name:>16} {r['rate']:10.0f} {ratio:>7} {shown:>9} {r['peak_mb']:8.0f} {mem:>10}")
+    print("ratio: this throughput / the fastest other library's (each library rate-codes with its own encoder); "
+          "peak MB: resident-set growth during training; mem ratio: this peak / the leanest other library's")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ def test_event_linear_equals_dense_linear_with_gradients(rows: int, inputs: int,
     x = spikes(rows, inputs)
     x[3] = 0.0  # a row without spikes
     assert explain(x, fc.weight, fc.bias)[0] == "events"
+    assert cpu.load().binary_rows(x, MAX_DENSITY)[0].numel() == rows + 1  # indexed: the event path runs
     g = torch.randn(rows, outputs)
     for got, want in zip(grads(linear, x, fc, g), grads(F.linear, x, fc, g)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * (1 + rows / 100))
