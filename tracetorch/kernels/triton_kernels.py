@@ -139,6 +139,31 @@ def _load_params(prm_ptr, n, N, mask):
 
 
 @triton.jit
+def _load_states(ptr, e, M, mask):
+    """The seven state slots (syn, nsyn, rec, nrec, prev, mem, nmem) of elements ``e`` of a ``[7, M]`` block."""
+    syn = tl.load(ptr + 0 * M + e, mask=mask, other=0.0)
+    nsyn = tl.load(ptr + 1 * M + e, mask=mask, other=0.0)
+    rec = tl.load(ptr + 2 * M + e, mask=mask, other=0.0)
+    nrec = tl.load(ptr + 3 * M + e, mask=mask, other=0.0)
+    prev = tl.load(ptr + 4 * M + e, mask=mask, other=0.0)
+    mem = tl.load(ptr + 5 * M + e, mask=mask, other=0.0)
+    nmem = tl.load(ptr + 6 * M + e, mask=mask, other=0.0)
+    return syn, nsyn, rec, nrec, prev, mem, nmem
+
+
+@triton.jit
+def _store_states(ptr, e, M, mask, syn, nsyn, rec, nrec, prev, mem, nmem):
+    """Writes the seven state slots of elements ``e`` to a ``[7, M]`` block."""
+    tl.store(ptr + 0 * M + e, syn, mask=mask)
+    tl.store(ptr + 1 * M + e, nsyn, mask=mask)
+    tl.store(ptr + 2 * M + e, rec, mask=mask)
+    tl.store(ptr + 3 * M + e, nrec, mask=mask)
+    tl.store(ptr + 4 * M + e, prev, mask=mask)
+    tl.store(ptr + 5 * M + e, mem, mask=mask)
+    tl.store(ptr + 6 * M + e, nmem, mask=mask)
+
+
+@triton.jit
 def _forward_kernel(x_ptr, prm_ptr, init_ptr, u_ptr, out_ptr, fin_ptr, sav_ptr, T, M, N, INNER, step,
                     DUAL: tl.constexpr, SYN: tl.constexpr, REC: tl.constexpr, FAM: tl.constexpr, Q: tl.constexpr,
                     DRAWS: tl.constexpr, SAVE: tl.constexpr, S: tl.constexpr, KR: tl.constexpr, KM: tl.constexpr,
@@ -147,13 +172,7 @@ def _forward_kernel(x_ptr, prm_ptr, init_ptr, u_ptr, out_ptr, fin_ptr, sav_ptr, 
     mask = e < M
     n = (e // INNER) % N
     a, na, b, nb, g, ng, w, nw, th, nth, bias, psc, nsc = _load_params(prm_ptr, n, N, mask)
-    syn = tl.load(init_ptr + 0 * M + e, mask=mask, other=0.0)
-    nsyn = tl.load(init_ptr + 1 * M + e, mask=mask, other=0.0)
-    rec = tl.load(init_ptr + 2 * M + e, mask=mask, other=0.0)
-    nrec = tl.load(init_ptr + 3 * M + e, mask=mask, other=0.0)
-    prev = tl.load(init_ptr + 4 * M + e, mask=mask, other=0.0)
-    mem = tl.load(init_ptr + 5 * M + e, mask=mask, other=0.0)
-    nmem = tl.load(init_ptr + 6 * M + e, mask=mask, other=0.0)
+    syn, nsyn, rec, nrec, prev, mem, nmem = _load_states(init_ptr, e, M, mask)
     for t in range(T):
         t64 = tl.cast(t, tl.int64)
         base = t64 * M
@@ -228,13 +247,7 @@ def _forward_kernel(x_ptr, prm_ptr, init_ptr, u_ptr, out_ptr, fin_ptr, sav_ptr, 
         if REC:
             prev = o
         tl.store(out_ptr + base + e, o, mask=mask)
-    tl.store(fin_ptr + 0 * M + e, syn, mask=mask)
-    tl.store(fin_ptr + 1 * M + e, nsyn, mask=mask)
-    tl.store(fin_ptr + 2 * M + e, rec, mask=mask)
-    tl.store(fin_ptr + 3 * M + e, nrec, mask=mask)
-    tl.store(fin_ptr + 4 * M + e, prev, mask=mask)
-    tl.store(fin_ptr + 5 * M + e, mem, mask=mask)
-    tl.store(fin_ptr + 6 * M + e, nmem, mask=mask)
+    _store_states(fin_ptr, e, M, mask, syn, nsyn, rec, nrec, prev, mem, nmem)
 
 
 @triton.jit
@@ -247,13 +260,7 @@ def _backward_kernel(gout_ptr, gfin_ptr, x_ptr, prm_ptr, init_ptr, u_ptr, sav_pt
     mask = e < M
     n = (e // INNER) % N
     a, na, b, nb, g, ng, w, nw, th, nth, bias, psc, nsc = _load_params(prm_ptr, n, N, mask)
-    ga_syn = tl.load(gfin_ptr + 0 * M + e, mask=mask, other=0.0)
-    ga_nsyn = tl.load(gfin_ptr + 1 * M + e, mask=mask, other=0.0)
-    ga_rec = tl.load(gfin_ptr + 2 * M + e, mask=mask, other=0.0)
-    ga_nrec = tl.load(gfin_ptr + 3 * M + e, mask=mask, other=0.0)
-    ga_prev = tl.load(gfin_ptr + 4 * M + e, mask=mask, other=0.0)
-    ga_mem = tl.load(gfin_ptr + 5 * M + e, mask=mask, other=0.0)
-    ga_nmem = tl.load(gfin_ptr + 6 * M + e, mask=mask, other=0.0)
+    ga_syn, ga_nsyn, ga_rec, ga_nrec, ga_prev, ga_mem, ga_nmem = _load_states(gfin_ptr, e, M, mask)
     zero = ga_mem * 0.0
     gp_a = zero
     gp_na = zero
@@ -455,13 +462,7 @@ def _backward_kernel(gout_ptr, gfin_ptr, x_ptr, prm_ptr, init_ptr, u_ptr, sav_pt
         else:
             gxv = g_u
         tl.store(gx_ptr + t * M + e, gxv, mask=mask)
-    tl.store(ginit_ptr + 0 * M + e, ga_syn, mask=mask)
-    tl.store(ginit_ptr + 1 * M + e, ga_nsyn, mask=mask)
-    tl.store(ginit_ptr + 2 * M + e, ga_rec, mask=mask)
-    tl.store(ginit_ptr + 3 * M + e, ga_nrec, mask=mask)
-    tl.store(ginit_ptr + 4 * M + e, ga_prev, mask=mask)
-    tl.store(ginit_ptr + 5 * M + e, ga_mem, mask=mask)
-    tl.store(ginit_ptr + 6 * M + e, ga_nmem, mask=mask)
+    _store_states(ginit_ptr, e, M, mask, ga_syn, ga_nsyn, ga_rec, ga_nrec, ga_prev, ga_mem, ga_nmem)
     tl.store(gprm_ptr + 0 * M + e, gp_a, mask=mask)
     tl.store(gprm_ptr + 1 * M + e, gp_na, mask=mask)
     tl.store(gprm_ptr + 2 * M + e, gp_b, mask=mask)
