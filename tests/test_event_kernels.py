@@ -222,6 +222,20 @@ def test_large_kernel_outputs_reuse_pooled_buffers() -> None:
     assert cpu.load().pool_cached_bytes() == 0
 
 
+@pytest.mark.parametrize("value", ["lots", "-1", "1.5", ""])
+def test_bad_pool_setting_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    cpu.load.cache_clear()
+    monkeypatch.setenv("TRACETORCH_CPU_POOL_MB", value)
+    try:
+        with pytest.raises(ValueError, match=r"^TRACETORCH_CPU_POOL_MB must be a whole number of MiB \(0 turns the buffer"
+                           rf" pool off\), got '{value}'$"):
+            cpu.load()
+    finally:
+        monkeypatch.delenv("TRACETORCH_CPU_POOL_MB")
+        cpu.load.cache_clear()
+    assert cpu.available()
+
+
 @compiled
 def test_pool_can_be_turned_off() -> None:
     code = (

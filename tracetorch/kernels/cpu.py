@@ -62,9 +62,20 @@ def _build_flags() -> tuple[str, list[str]]:
     return "tracetorch_neuron_cpu", flags
 
 
+def _check_pool_setting() -> None:
+    value = os.environ.get("TRACETORCH_CPU_POOL_MB")
+    if value is not None and not value.strip().isdigit():
+        raise ValueError(f"TRACETORCH_CPU_POOL_MB must be a whole number of MiB (0 turns the buffer pool off), got {value!r}")
+
+
 @cache
 def load() -> Any | None:
-    """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible."""
+    """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible.
+
+    Raises:
+        ValueError: when ``$TRACETORCH_CPU_POOL_MB`` is set to something other than a whole number.
+    """
+    _check_pool_setting()
     if os.environ.get("TRACETORCH_NO_CPP"):
         log.warning("traceTorch: TRACETORCH_NO_CPP is set; %s", FALLBACK)
         return None
