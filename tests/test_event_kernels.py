@@ -222,6 +222,30 @@ def test_large_kernel_outputs_reuse_pooled_buffers() -> None:
     assert cpu.load().pool_cached_bytes() == 0
 
 
+@compiled
+def test_pool_limit_is_set_when_the_kernels_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    layer = tt.snn.LIB(1024)
+    x = torch.randn(10, 64, 1024)  # 2.6 MB of output: one 4 MiB block each
+    cpu.release_pool()
+    with torch.no_grad():
+        first, second = layer.run(x), layer.run(x)
+    del first, second
+    assert cpu.load().pool_cached_bytes() >= 8 << 20
+    try:
+        for mib in (4, 0):
+            monkeypatch.setenv("TRACETORCH_CPU_POOL_MB", str(mib))
+            cpu.load.cache_clear()
+            assert 0 <= cpu.load().pool_cached_bytes() <= mib << 20
+    finally:
+        monkeypatch.delenv("TRACETORCH_CPU_POOL_MB")
+        cpu.load.cache_clear()
+        cpu.load()
+    with torch.no_grad():
+        layer.run(x)
+    assert cpu.load().pool_cached_bytes() >= 4 << 20
+    cpu.release_pool()
+
+
 @pytest.mark.parametrize("value", ["lots", "-1", "1.5", ""])
 def test_bad_pool_setting_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     cpu.load.cache_clear()

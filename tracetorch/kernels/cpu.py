@@ -62,10 +62,14 @@ def _build_flags() -> tuple[str, list[str]]:
     return "tracetorch_neuron_cpu", flags
 
 
-def _check_pool_setting() -> None:
+def _pool_limit_mib() -> int:
+    """``$TRACETORCH_CPU_POOL_MB`` (default 2048): the most MiB of freed output buffers kept for reuse."""
     value = os.environ.get("TRACETORCH_CPU_POOL_MB")
-    if value is not None and not value.strip().isdigit():
+    if value is None:
+        return 2048
+    if not value.strip().isdigit():
         raise ValueError(f"TRACETORCH_CPU_POOL_MB must be a whole number of MiB (0 turns the buffer pool off), got {value!r}")
+    return int(value)
 
 
 @cache
@@ -75,7 +79,7 @@ def load() -> Any | None:
     Raises:
         ValueError: when ``$TRACETORCH_CPU_POOL_MB`` is set to something other than a whole number.
     """
-    _check_pool_setting()
+    pool_limit = _pool_limit_mib()
     if os.environ.get("TRACETORCH_NO_CPP"):
         log.warning("traceTorch: TRACETORCH_NO_CPP is set; %s", FALLBACK)
         return None
@@ -101,6 +105,7 @@ def load() -> Any | None:
         cflags = [*cflags, f"-DTRACETORCH_HEADERS={digest}"]
         build(name=name, sources=[str(source) for source in SOURCES], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
               is_python_module=False, verbose=False)
+        torch.ops.tracetorch_kernels.pool_set_limit(pool_limit)
         return torch.ops.tracetorch_kernels
     except Exception as err:  # noqa: BLE001 - any build failure means: use the reference path
         log.warning("traceTorch: building the C++ kernels failed (%s); %s",

@@ -269,9 +269,16 @@ int64_t pool_cached_bytes() {
 // Frees the cached buffers; returns the bytes given back.
 int64_t pool_release() { return static_cast<int64_t>(tracetorch_pool::release_all()); }
 
+// Sets the most MiB the pool may hold (0: no pool).
+void pool_set_limit(int64_t mib) {
+  TORCH_CHECK(mib >= 0, "pool_set_limit: the limit must be >= 0 MiB, got ", mib);
+  tracetorch_pool::set_limit(static_cast<size_t>(mib) << 20);
+}
+
 TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
   m.def("pool_cached_bytes() -> int");
   m.def("pool_release() -> int");
+  m.def("pool_set_limit(int mib) -> ()");
   m.def("binary_rows(Tensor x, float max_density) -> Tensor[]");
   m.def("event_linear_forward(Tensor indptr, Tensor indices, Tensor weight_t, Tensor bias) -> Tensor");
   m.def("event_linear_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_features) -> Tensor");
@@ -288,4 +295,5 @@ TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
 TORCH_LIBRARY_IMPL(tracetorch_kernels, CatchAll, m) {
   m.impl("pool_cached_bytes", &pool_cached_bytes);
   m.impl("pool_release", &pool_release);
+  m.impl("pool_set_limit", &pool_set_limit);
 }

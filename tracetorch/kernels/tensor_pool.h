@@ -5,8 +5,9 @@
 // an existing tensor: 5 ms, on 2 cores). pooled_empty keeps the buffers of freed outputs
 // (>= 1 MiB, sizes rounded up to 2 MiB) and hands them out again to a request of the same
 // rounded size, like PyTorch's CUDA caching allocator; new buffers are 2 MiB aligned and
-// advised as transparent huge pages. The pool holds at most TRACETORCH_CPU_POOL_MB MiB
-// (default 2048; 0 turns it off); beyond that, freed buffers go back to the system.
+// advised as transparent huge pages. The pool holds at most `limit` bytes (2048 MiB until
+// set_limit; cpu.py sets it from TRACETORCH_CPU_POOL_MB, 0 turns it off); beyond that, freed
+// buffers go back to the system.
 
 #pragma once
 
@@ -17,7 +18,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <mutex>
-#include <string>
 #include <unordered_map>
 
 #ifdef __linux__
@@ -39,8 +39,7 @@ struct Pool {
 inline Pool& pool() {
   static Pool* p = [] {
     auto* made = new Pool();  // never destroyed: tensors may be freed during interpreter shutdown
-    const char* env = std::getenv("TRACETORCH_CPU_POOL_MB");
-    made->limit = (env != nullptr ? std::stoull(env) : size_t{2048}) << 20;
+    made->limit = size_t{2048} << 20;
     return made;
   }();
   return *p;
@@ -68,6 +67,18 @@ inline size_t release_all() {
   p.free_blocks.clear();
   p.cached = 0;
   return bytes;
+}
+
+// Sets the most bytes the pool may hold; cached buffers beyond it go back to the system.
+inline void set_limit(size_t bytes) {
+  Pool& p = pool();
+  std::lock_guard<std::mutex> lock(p.mu);
+  p.limit = bytes;
+  for (auto it = p.free_blocks.begin(); p.cached > p.limit && it != p.free_blocks.end();) {
+    std::free(it->second);
+    p.cached -= it->first;
+    it = p.free_blocks.erase(it);
+  }
 }
 
 // at::empty(sizes, options) for CPU tensors, served from the pool when large.
