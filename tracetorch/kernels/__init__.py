@@ -6,7 +6,7 @@
 * :mod:`~tracetorch.kernels.fused`: the flat layout and the ``torch.autograd.Function``
   shared by the fused kernels (forward saves only the traces and the membrane before the
   reset per step; backward walks time in reverse).
-* :mod:`~tracetorch.kernels.cpu`: ``neuron_cpu.cpp``, one C++ template for all 32 layers,
+* :mod:`~tracetorch.kernels.cpu`: ``neuron_kernels.h``, one C++ template for all 32 layers,
   built on first use; :mod:`~tracetorch.kernels.triton_kernels`: the same for CUDA.
 * :mod:`~tracetorch.kernels.dispatch`: picks the path (``explain`` says which and why).
 * :mod:`~tracetorch.kernels.event_linear`: ``nn.Linear`` on 0/1 inputs with work proportional

@@ -1,6 +1,8 @@
-"""The compiled CPU backend: ``neuron_cpu.cpp`` and ``events_cpu.cpp`` (float32), built on first use.
+"""The compiled CPU backend: the neuron kernels and ``events_cpu.cpp`` (float32), built on first use.
 
-``torch.utils.cpp_extension`` compiles both sources (in parallel, with ninja) into one library
+The neuron kernels are templates (``neuron_kernels.h``) instantiated in four parts
+(``neuron_{forward,backward}_{single,dual}.cpp``) and called by the ops in ``neuron_cpu.cpp``.
+``torch.utils.cpp_extension`` compiles the sources in parallel (ninja) into one library
 that registers its ops under ``torch.ops.tracetorch_kernels``: ``neuron_forward`` /
 ``neuron_backward`` (the fused neuron sequences) and ``binary_rows``, ``event_linear_forward``,
 ``event_linear_grad_weight``, ``bernoulli_spikes`` (event-driven ops)
@@ -36,8 +38,12 @@ __all__ = ["load", "available", "release_pool", "CpuBackend", "SOURCES", "HEADER
 
 log = logging.getLogger("tracetorch.kernels")
 FALLBACK = "neuron sequences, event-driven Linear and spike draws use the slower plain PyTorch paths"
-SOURCES = (Path(__file__).with_name("neuron_cpu.cpp"), Path(__file__).with_name("events_cpu.cpp"))
-HEADERS = (Path(__file__).with_name("tensor_pool.h"),)
+_HERE = Path(__file__).parent
+# the longest compiles first, so that the parallel build ends together
+SOURCES = tuple(_HERE / name for name in ("neuron_backward_dual.cpp", "neuron_backward_single.cpp",
+                                          "neuron_forward_dual.cpp", "neuron_forward_single.cpp", "events_cpu.cpp",
+                                          "neuron_cpu.cpp"))
+HEADERS = (_HERE / "neuron_kernels.h", _HERE / "tensor_pool.h")
 
 
 def _cpu_flags() -> set[str]:
@@ -128,7 +134,7 @@ def available() -> bool:
 
 
 class CpuBackend:
-    """:class:`tracetorch.kernels.fused.Backend` running ``neuron_cpu.cpp``."""
+    """:class:`tracetorch.kernels.fused.Backend` running the compiled neuron kernels (``neuron_kernels.h``)."""
 
     def __init__(self, ops: Any) -> None:
         self.ops = ops

@@ -1,4 +1,4 @@
-"""The Triton backend (CUDA): the same fused forward / reverse-time backward as ``neuron_cpu.cpp``.
+"""The Triton backend (CUDA): the same fused forward / reverse-time backward as ``neuron_kernels.h``.
 
 One program handles ``BLOCK`` consecutive elements of a step and loops over time with the
 states in registers; the flags and the quantizer are ``tl.constexpr`` so Triton compiles one

@@ -1,0 +1,588 @@
+// Fused whole-sequence neuron kernels for the CPU (traceTorch), float32: the kernel templates.
+//
+// One template covers all 32 layers: the flags (dual, synaptic, recurrent, family) and the
+// quantizer are template parameters, so every instantiation is a branch-free loop. The
+// equations are those of tracetorch/snn/step.py (spec: layers.md).
+//
+// Layout: x [T, M] (M = all elements of one timestep), params [NP, N] (activated values,
+// one slot per role below, neuron n of element e is (e / inner) % N), states [NS, M].
+// Work is split over blocks of BLK consecutive elements (at::parallel_for); inside a block
+// the time loop runs outermost and the states stay in small local arrays (on the heap), and
+// the next step's rows are prefetched (they lie M elements further on).
+//
+// forward saves, per step, the post-update traces and the membrane before the reset
+// ([T, S, M]); backward walks time in reverse, recomputing spikes from those, and returns
+// the gradients of x, of the initial states and, per element, of every parameter slot
+// (reduced over the batch in Python).
+//
+// The instantiations are compiled in four parts, one translation unit each
+// (neuron_{forward,backward}_{single,dual}.cpp, see run_part), so that the build runs in
+// parallel; neuron_cpu.cpp holds the ops that call them.
+
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
+
+namespace tracetorch_neuron {
+
+
+enum Family { LI = 0, LIEMA = 1, LIB = 2, LIT = 3, LITS = 4 };
+enum Quant { Q_ID = 0, Q_ROUND = 1, Q_SROUND = 2, Q_PROB = 3 };
+// parameter slots (non-dual layers use the first of each pair)
+enum { P_A = 0, P_NA, P_B, P_NB, P_G, P_NG, P_W, P_NW, P_TH, P_NTH, P_BIAS, P_PSC, P_NSC, NP };
+// state slots
+enum { S_SYN = 0, S_NSYN, S_REC, S_NREC, S_PREV, S_MEM, S_NMEM, NS };
+constexpr int64_t BLK = 1024;
+constexpr int64_t LINE = 64 / sizeof(float);  // floats per cache line
+
+// Aligned heap rows for a block's local states: a block is too large for a worker thread's stack.
+template <typename T> class Rows {
+ public:
+  explicit Rows(int64_t rows) : n_(rows * BLK), p_(static_cast<T*>(std::aligned_alloc(64, n_ * sizeof(T)))) {
+    TORCH_CHECK(p_ != nullptr, "traceTorch kernel: out of memory for block scratch");
+    std::fill(p_, p_ + n_, T(0));
+  }
+  ~Rows() { std::free(p_); }
+  Rows(const Rows&) = delete;
+  Rows& operator=(const Rows&) = delete;
+  T (*get())[BLK] { return reinterpret_cast<T (*)[BLK]>(p_); }
+
+ private:
+  int64_t n_;
+  T* p_;
+};
+
+// The time loop jumps M elements between steps, which defeats the hardware prefetcher at every
+// step: fetch the next step's rows of a block ahead of time.
+template <typename T> inline void prefetch_row(const T* p, int64_t cnt, bool write) {
+  if (write) {
+    for (int64_t k = 0; k < cnt; k += LINE) __builtin_prefetch(p + k, 1);
+  } else {
+    for (int64_t k = 0; k < cnt; k += LINE) __builtin_prefetch(p + k, 0);
+  }
+}
+
+inline float fast_exp(float x) {
+  // Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n by exponent bits.
+  // Written without branches so that the block loops vectorize.
+  x = std::min(std::max(x, -87.0f), 88.0f);
+  float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+inline double fast_exp(double x) { return std::exp(x); }
+
+template <typename T> inline T sig4(T z) { return T(1) / (T(1) + fast_exp(T(-4) * z)); }
+template <typename T> inline T posv(T v) { return v >= T(0) ? v : T(0); }
+template <typename T> inline T negv(T v) { return v <= T(0) ? v : T(0); }
+template <typename T> inline T ipos(T v) { return v >= T(0) ? T(1) : T(0); }
+template <typename T> inline T ineg(T v) { return v <= T(0) ? T(1) : T(0); }
+
+// The non-identity quantizers are chosen at run time by 0/1 weights computed once per call: every
+// variant is computed and blended, which is exact (weights are exactly 0 or 1, the values finite)
+// and keeps the vector loops free of control flow. The identity (the default) has its own
+// instantiation (IdentityQuant below): blending doubled the cost of a step.
+template <typename T> struct Quantizer {
+  T w_id, w_round, w_sround, w_prob, step;
+  Quantizer(int q, T step_size)
+      : w_id(q == Q_ID), w_round(q == Q_ROUND), w_sround(q == Q_SROUND), w_prob(q == Q_PROB), step(step_size) {}
+  inline T operator()(T sg, T u) const {
+    const T sc = sg / step;
+    const T rounded = std::nearbyint(sc) * step;
+    const T lo = std::floor(sc);
+    const T srounded = (lo + (u < sc - lo ? T(1) : T(0))) * step;
+    const T p = std::min(std::max(sg, T(0)), T(1));
+    const T prob = sg * (u < p ? T(1) : T(0));
+    return w_id * sg + w_round * (sg + (rounded - sg)) + w_sround * (sg + (srounded - sg)) + w_prob * prob;
+  }
+  // d quant / d input: straight-through 1, probabilistic 2x
+  inline T grad(T sg) const { return w_prob * (T(2) * sg) + (T(1) - w_prob); }
+};
+
+// The identity quantizer (the default), known at compile time: the firing loops then carry no
+// quantizer arithmetic at all.
+template <typename T> struct IdentityQuant {
+  IdentityQuant(int, T) {}
+  inline T operator()(T sg, T) const { return sg; }
+  inline T grad(T) const { return T(1); }
+};
+
+// round_ste, the usual binary-spike quantizer, known at compile time: the same value as the
+// blended Quantizer gives it (sg + (round(sg / step) * step - sg)), without the other variants.
+template <typename T> struct RoundQuant {
+  T step;
+  RoundQuant(int, T step_size) : step(step_size) {}
+  inline T operator()(T sg, T) const { return sg + (std::nearbyint(sg / step) * step - sg); }
+  inline T grad(T) const { return T(1); }
+};
+
+struct Shape {
+  int64_t T, M, N, inner, S, draws;
+  int64_t gout_tstride = 0;  // backward: M, or 0 when the output gradient is the same at every step
+};
+
+// blocks per task: at least ~256k element-steps, so small problems skip the thread start-up
+inline int64_t grain(const Shape& sh) { return std::max<int64_t>(1, (int64_t{1} << 18) / (BLK * std::max<int64_t>(sh.T, 1))); }
+
+template <bool D, bool SY, bool R> constexpr int saved_slots() {
+  return (SY ? (D ? 2 : 1) : 0) + (R ? (D ? 2 : 1) : 0) + (D ? 2 : 1);
+}
+// first saved slot of the synaptic, recurrent and membrane traces
+constexpr int KS = 0;
+template <bool D, bool SY> constexpr int rec_slot() { return SY ? (D ? 2 : 1) : 0; }
+template <bool D, bool SY, bool R> constexpr int mem_slot() { return rec_slot<D, SY>() + (R ? (D ? 2 : 1) : 0); }
+
+// spike values of one step from the membrane before reset (h) and the uniforms
+template <typename T, int F> struct Fire {
+  T sgp = T(0), sp = T(0), sgn = T(0), sn = T(0);
+  template <typename Q> inline void eval(const Q& qz, T h, const T (*pv)[BLK], int64_t j, T up, T un) {
+    if constexpr (F == LIB) {
+      sgp = sig4(h - pv[P_TH][j] + pv[P_BIAS][j]);
+      sp = qz(sgp, up);
+    } else if constexpr (F == LIT || F == LITS) {
+      sgp = sig4(h - pv[P_TH][j] + pv[P_BIAS][j]);
+      sp = qz(sgp, up);
+      sgn = sig4(-pv[P_NTH][j] - h - pv[P_BIAS][j]);
+      sn = -qz(sgn, un);
+    }
+  }
+  template <typename Q> inline void from_sg(const Q& qz, T up, T un) {  // spikes again from stored sg values
+    if constexpr (F >= LIB) sp = qz(sgp, up);
+    if constexpr (F >= LIT) sn = -qz(sgn, un);
+  }
+  inline T reset(const T (*pv)[BLK], int64_t j) const {
+    if constexpr (F == LIB) return sp * pv[P_TH][j];
+    else if constexpr (F >= LIT) return sp * pv[P_TH][j] + sn * pv[P_NTH][j];
+    else return T(0);
+  }
+  inline T out(T h, const T (*pv)[BLK], int64_t j) const {
+    if constexpr (F == LIB) return sp;
+    else if constexpr (F == LIT) return sp + sn;
+    else if constexpr (F == LITS) return pv[P_PSC][j] * sp + pv[P_NSC][j] * sn;
+    else return h;
+  }
+};
+
+template <typename T, typename Q, bool D, bool SY, bool R, int F>
+void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
+                  T* sav) {
+  constexpr bool EMA = F == LIEMA;
+  constexpr bool FIRES = F >= LIB;
+  constexpr int S = saved_slots<D, SY, R>();
+  constexpr int KR = rec_slot<D, SY>();
+  constexpr int KM = mem_slot<D, SY, R>();
+  const Q qz_call(q, step);
+  const int64_t nblocks = (sh.M + BLK - 1) / BLK;
+  at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
+    const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
+    // every pointer used in the vector loop is valid, so that no load or store is conditional
+    Rows<T> st_rows(NS), pv_rows(NP), zero_rows(1), scratch_rows(S + 2);
+    T(*__restrict st)[BLK] = st_rows.get();
+    T(*__restrict pv)[BLK] = pv_rows.get();
+    const T* zeros = zero_rows.get()[0];
+    T(*scratch)[BLK] = scratch_rows.get();
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t e0 = blk * BLK;
+      const int64_t cnt = std::min(BLK, sh.M - e0);
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int64_t n = ((e0 + j) / sh.inner) % sh.N;
+        for (int k = 0; k < NP; ++k) pv[k][j] = prm[k * sh.N + n];
+        for (int k = 0; k < NS; ++k) st[k][j] = init[k * sh.M + e0 + j];
+      }
+      const int64_t svs = sav ? sh.M : BLK;  // stride between saved slots
+      for (int64_t t = 0; t < sh.T; ++t) {
+        const T* __restrict xt = x + t * sh.M + e0;
+        T* __restrict ot = out + t * sh.M + e0;
+        T* svt = sav ? sav + t * S * sh.M + e0 : &scratch[0][0];
+        // one restrict pointer per saved slot: a runtime stride between slots defeats the vectorizer
+        T* __restrict sv_syn = svt + KS * svs;
+        T* __restrict sv_nsyn = svt + (KS + 1) * svs;
+        T* __restrict sv_rec = svt + KR * svs;
+        T* __restrict sv_nrec = svt + (KR + 1) * svs;
+        T* __restrict sv_mem = svt + KM * svs;
+        T* __restrict sv_nmem = svt + (KM + 1) * svs;
+        const T* __restrict u0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
+        const T* __restrict u1 = (uni && sh.draws > 1) ? u0 + sh.M : zeros;
+        if (t + 1 < sh.T) {
+          prefetch_row(xt + sh.M, cnt, false);
+          prefetch_row(ot + sh.M, cnt, true);
+          if (sav)
+            for (int k = 0; k < S; ++k) prefetch_row(svt + (S + k) * sh.M, cnt, true);
+          if (uni)
+            for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(u0 + (sh.draws + k) * sh.M, cnt, false);
+        }
+#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
+        for (int64_t j = 0; j < cnt; ++j) {
+          const T xv = xt[j];
+          T u, dp, dn = T(0);
+          if constexpr (SY && !D) {
+            st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * xv;
+            u = st[S_SYN][j];
+          } else if constexpr (SY && D) {
+            st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * posv(xv);
+            st[S_NSYN][j] = pv[P_NA][j] * st[S_NSYN][j] + (T(1) - pv[P_NA][j]) * negv(xv);
+            u = st[S_SYN][j] + st[S_NSYN][j];
+          } else {
+            u = xv;
+          }
+          if constexpr (R && !D) {
+            st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * st[S_PREV][j];
+            dp = pv[P_W][j] * st[S_REC][j] + u;
+          } else if constexpr (R && D) {
+            const T prev = st[S_PREV][j];
+            st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * posv(prev);
+            st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
+            const T r = st[S_REC][j] + st[S_NREC][j];
+            dp = pv[P_W][j] * posv(r) + posv(u);
+            dn = pv[P_NW][j] * negv(r) + negv(u);
+          } else if constexpr (D) {
+            dp = posv(u);
+            dn = negv(u);
+          } else {
+            dp = u;
+          }
+          T h;
+          st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
+          if constexpr (D) {
+            st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
+            h = st[S_MEM][j] + st[S_NMEM][j];
+          } else {
+            h = st[S_MEM][j];
+          }
+          if constexpr (SY) {
+            sv_syn[j] = st[S_SYN][j];
+            if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
+          }
+          if constexpr (R) {
+            sv_rec[j] = st[S_REC][j];
+            if constexpr (D) sv_nrec[j] = st[S_NREC][j];
+          }
+          sv_mem[j] = st[S_MEM][j];
+          if constexpr (D) sv_nmem[j] = st[S_NMEM][j];
+          Fire<T, F> f;
+          f.eval(qz, h, pv, j, u0[j], u1[j]);
+          if constexpr (FIRES) {
+            const T amount = f.reset(pv, j);
+            if constexpr (D) {
+              st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
+              st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
+            } else {
+              st[S_MEM][j] = st[S_MEM][j] - amount;
+            }
+          }
+          const T o = f.out(h, pv, j);
+          if constexpr (R) st[S_PREV][j] = o;
+          ot[j] = o;
+        }
+      }
+      for (int k = 0; k < NS; ++k)
+        for (int64_t j = 0; j < cnt; ++j) fin[k * sh.M + e0 + j] = st[k][j];
+    }
+  });
+}
+
+// Reverse-time pass. ga = adjoints of the states after the step being processed.
+template <typename T, typename Q, bool D, bool SY, bool R, int F>
+void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
+                   T step, const T* sav, T* gx, T* gprm, T* ginit) {
+  constexpr bool EMA = F == LIEMA;
+  constexpr bool FIRES = F >= LIB;
+  constexpr int S = saved_slots<D, SY, R>();
+  constexpr int KR = rec_slot<D, SY>();
+  constexpr int KM = mem_slot<D, SY, R>();
+  const Q qz_call(q, step);
+  const int64_t nblocks = (sh.M + BLK - 1) / BLK;
+  at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
+    const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
+    Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1);
+    T(*__restrict ga)[BLK] = ga_rows.get();
+    T(*__restrict gp)[BLK] = gp_rows.get();
+    T(*__restrict pv)[BLK] = pv_rows.get();
+    T* __restrict sgp_c = sg_rows.get()[0];  // spike probabilities of the step being processed
+    T* __restrict sgn_c = sg_rows.get()[1];
+    const T* zeros = zero_rows.get()[0];
+    for (int64_t blk = b0; blk < b1; ++blk) {
+      const int64_t e0 = blk * BLK;
+      const int64_t cnt = std::min(BLK, sh.M - e0);
+      for (int64_t j = 0; j < cnt; ++j) {
+        const int64_t n = ((e0 + j) / sh.inner) % sh.N;
+        for (int k = 0; k < NP; ++k) {
+          pv[k][j] = prm[k * sh.N + n];
+          gp[k][j] = T(0);
+        }
+        for (int k = 0; k < NS; ++k) ga[k][j] = gfin[k * sh.M + e0 + j];
+      }
+      if constexpr (FIRES) {  // spike probabilities of the last step
+        const T* svt = sav + (sh.T - 1) * S * sh.M + e0;
+#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
+        for (int64_t j = 0; j < cnt; ++j) {
+          const T h = D ? svt[KM * sh.M + j] + svt[(KM + 1) * sh.M + j] : svt[KM * sh.M + j];
+          Fire<T, F> f;
+          f.eval(qz, h, pv, j, T(0), T(0));
+          sgp_c[j] = f.sgp;
+          sgn_c[j] = f.sgn;
+        }
+      }
+      // one reverse step; FIRST: t == 0, the states before it are the initial ones
+      auto step_back = [&](int64_t t, auto first) {
+        constexpr bool FIRST = decltype(first)::value;
+        const T* __restrict svt = sav + t * S * sh.M + e0;
+        const T* __restrict svp = FIRST ? init + e0 : sav + (t - 1) * S * sh.M + e0;
+        const T* __restrict xt = x ? x + t * sh.M + e0 : zeros;
+        const T* __restrict got = gout + t * sh.gout_tstride + e0;
+        const T* __restrict ut0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
+        const T* __restrict ut1 = (uni && sh.draws > 1) ? ut0 + sh.M : zeros;
+        const T* __restrict up0 = (uni && !FIRST) ? uni + (t - 1) * sh.draws * sh.M + e0 : zeros;
+        const T* __restrict up1 = (uni && !FIRST && sh.draws > 1) ? up0 + sh.M : zeros;
+        T* __restrict gxt = gx + t * sh.M + e0;
+        if constexpr (!FIRST) {  // the next (earlier) step's rows
+          if (t >= 2)
+            for (int k = 0; k < S; ++k) prefetch_row(sav + ((t - 2) * S + k) * sh.M + e0, cnt, false);
+          if (x) prefetch_row(xt - sh.M, cnt, false);
+          if (sh.gout_tstride) prefetch_row(got - sh.gout_tstride, cnt, false);
+          prefetch_row(gxt - sh.M, cnt, true);
+          if (uni && t >= 2)
+            for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(up0 + (k - sh.draws) * sh.M, cnt, false);
+        }
+#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
+        for (int64_t j = 0; j < cnt; ++j) {
+          // ---- states before this step ----
+          T syn0 = T(0), nsyn0 = T(0), rec0 = T(0), nrec0 = T(0), prev = T(0), mem0, nmem0 = T(0);
+          Fire<T, F> fp;  // previous step's spikes
+          if constexpr (FIRST) {
+            syn0 = svp[S_SYN * sh.M + j];
+            nsyn0 = svp[S_NSYN * sh.M + j];
+            rec0 = svp[S_REC * sh.M + j];
+            nrec0 = svp[S_NREC * sh.M + j];
+            prev = svp[S_PREV * sh.M + j];
+            mem0 = svp[S_MEM * sh.M + j];
+            nmem0 = svp[S_NMEM * sh.M + j];
+          } else {
+            if constexpr (SY) {
+              syn0 = svp[KS * sh.M + j];
+              if constexpr (D) nsyn0 = svp[(KS + 1) * sh.M + j];
+            }
+            if constexpr (R) {
+              rec0 = svp[KR * sh.M + j];
+              if constexpr (D) nrec0 = svp[(KR + 1) * sh.M + j];
+            }
+            mem0 = svp[KM * sh.M + j];
+            if constexpr (D) nmem0 = svp[(KM + 1) * sh.M + j];
+            const T h0 = D ? mem0 + nmem0 : mem0;
+            fp.eval(qz, h0, pv, j, up0[j], up1[j]);
+            if constexpr (FIRES) {
+              const T amount = fp.reset(pv, j);
+              if constexpr (D) {
+                mem0 = mem0 - T(0.5) * amount;
+                nmem0 = nmem0 - T(0.5) * amount;
+              } else {
+                mem0 = mem0 - amount;
+              }
+            }
+            if constexpr (R) prev = fp.out(h0, pv, j);
+          }
+          // ---- this step's values ----
+          const T xv = xt[j];
+          T syn = T(0), nsyn = T(0), rec = T(0), nrec = T(0);
+          if constexpr (SY) {
+            syn = svt[KS * sh.M + j];
+            if constexpr (D) nsyn = svt[(KS + 1) * sh.M + j];
+          }
+          if constexpr (R) {
+            rec = svt[KR * sh.M + j];
+            if constexpr (D) nrec = svt[(KR + 1) * sh.M + j];
+          }
+          const T u = SY ? (D ? syn + nsyn : syn) : xv;
+          T dp, dn = T(0);
+          const T r = rec + nrec;
+          if constexpr (R && !D) {
+            dp = pv[P_W][j] * rec + u;
+          } else if constexpr (R && D) {
+            dp = pv[P_W][j] * posv(r) + posv(u);
+            dn = pv[P_NW][j] * negv(r) + negv(u);
+          } else if constexpr (D) {
+            dp = posv(u);
+            dn = negv(u);
+          } else {
+            dp = u;
+          }
+          // ---- fire ----
+          const T G = got[j] + (R ? ga[S_PREV][j] : T(0));
+          T gh_p, gh_n = T(0);  // adjoints of the membrane(s) before the reset
+          if constexpr (!FIRES) {
+            gh_p = ga[S_MEM][j] + G;
+            if constexpr (D) gh_n = ga[S_NMEM][j] + G;
+          } else {
+            Fire<T, F> f;
+            f.sgp = sgp_c[j];
+            f.sgn = sgn_c[j];
+            f.from_sg(qz, ut0[j], ut1[j]);
+            const T c = D ? T(0.5) : T(1);
+            const T gsum = D ? ga[S_MEM][j] + ga[S_NMEM][j] : ga[S_MEM][j];
+            const T g_amount = -c * gsum;
+            T ghf;
+            if constexpr (F == LIB) {
+              const T g_s = G + g_amount * pv[P_TH][j];
+              const T g_z = g_s * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+              gp[P_TH][j] += g_amount * f.sp - g_z;
+              gp[P_BIAS][j] += g_z;
+              ghf = g_z;
+            } else {
+              const T ap = F == LITS ? pv[P_PSC][j] : T(1);
+              const T an = F == LITS ? pv[P_NSC][j] : T(1);
+              const T g_sp = G * ap + g_amount * pv[P_TH][j];
+              const T g_sn = G * an + g_amount * pv[P_NTH][j];
+              if constexpr (F == LITS) {
+                gp[P_PSC][j] += G * f.sp;
+                gp[P_NSC][j] += G * f.sn;
+              }
+              const T g_zp = g_sp * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+              const T g_zn = -g_sn * qz.grad(f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
+              gp[P_TH][j] += g_amount * f.sp - g_zp;
+              gp[P_NTH][j] += g_amount * f.sn - g_zn;
+              gp[P_BIAS][j] += g_zp - g_zn;
+              ghf = g_zp - g_zn;
+            }
+            gh_p = ga[S_MEM][j] + ghf;
+            if constexpr (D) gh_n = ga[S_NMEM][j] + ghf;
+            sgp_c[j] = fp.sgp;  // the previous step becomes the current one
+            sgn_c[j] = fp.sgn;
+          }
+          // ---- membrane ----
+          T g_dp, g_dn = T(0);
+          gp[P_B][j] += gh_p * (mem0 - (EMA ? dp : T(0)));
+          ga[S_MEM][j] = gh_p * pv[P_B][j];
+          g_dp = EMA ? gh_p * (T(1) - pv[P_B][j]) : gh_p;
+          if constexpr (D) {
+            gp[P_NB][j] += gh_n * (nmem0 - (EMA ? dn : T(0)));
+            ga[S_NMEM][j] = gh_n * pv[P_NB][j];
+            g_dn = EMA ? gh_n * (T(1) - pv[P_NB][j]) : gh_n;
+          }
+          // ---- recurrence ----
+          T g_u;
+          if constexpr (R && !D) {
+            gp[P_W][j] += g_dp * rec;
+            const T g_rec = ga[S_REC][j] + g_dp * pv[P_W][j];
+            gp[P_G][j] += g_rec * (rec0 - prev);
+            ga[S_REC][j] = g_rec * pv[P_G][j];
+            ga[S_PREV][j] = g_rec * (T(1) - pv[P_G][j]);
+            g_u = g_dp;
+          } else if constexpr (R && D) {
+            gp[P_W][j] += g_dp * posv(r);
+            gp[P_NW][j] += g_dn * negv(r);
+            const T g_r = g_dp * pv[P_W][j] * ipos(r) + g_dn * pv[P_NW][j] * ineg(r);
+            const T g_pr = ga[S_REC][j] + g_r;
+            const T g_nr = ga[S_NREC][j] + g_r;
+            gp[P_G][j] += g_pr * (rec0 - posv(prev));
+            gp[P_NG][j] += g_nr * (nrec0 - negv(prev));
+            ga[S_REC][j] = g_pr * pv[P_G][j];
+            ga[S_NREC][j] = g_nr * pv[P_NG][j];
+            ga[S_PREV][j] = g_pr * (T(1) - pv[P_G][j]) * ipos(prev) + g_nr * (T(1) - pv[P_NG][j]) * ineg(prev);
+            g_u = g_dp * ipos(u) + g_dn * ineg(u);
+          } else if constexpr (D) {
+            g_u = g_dp * ipos(u) + g_dn * ineg(u);
+          } else {
+            g_u = g_dp;
+          }
+          // ---- drive ----
+          if constexpr (SY && !D) {
+            const T g_syn = ga[S_SYN][j] + g_u;
+            gp[P_A][j] += g_syn * (syn0 - xv);
+            ga[S_SYN][j] = g_syn * pv[P_A][j];
+            gxt[j] = g_syn * (T(1) - pv[P_A][j]);
+          } else if constexpr (SY && D) {
+            const T g_ps = ga[S_SYN][j] + g_u;
+            const T g_ns = ga[S_NSYN][j] + g_u;
+            gp[P_A][j] += g_ps * (syn0 - posv(xv));
+            gp[P_NA][j] += g_ns * (nsyn0 - negv(xv));
+            ga[S_SYN][j] = g_ps * pv[P_A][j];
+            ga[S_NSYN][j] = g_ns * pv[P_NA][j];
+            gxt[j] = g_ps * (T(1) - pv[P_A][j]) * ipos(xv) + g_ns * (T(1) - pv[P_NA][j]) * ineg(xv);
+          } else {
+            gxt[j] = g_u;
+          }
+        }
+      };
+      for (int64_t t = sh.T - 1; t >= 1; --t) step_back(t, std::false_type{});
+      step_back(0, std::true_type{});
+      for (int64_t j = 0; j < cnt; ++j) {
+        for (int k = 0; k < NS; ++k) ginit[k * sh.M + e0 + j] = ga[k][j];
+        for (int k = 0; k < NP; ++k) gprm[k * sh.M + e0 + j] = gp[k][j];
+      }
+    }
+  });
+}
+
+struct Call {
+  Shape sh;
+  int q;
+  double step;
+  const float *x, *prm, *init, *uni;
+  float *out, *fin, *sav;                   // forward
+  const float *gout, *gfin, *sav_in;       // backward
+  float *gx, *gprm, *ginit;
+};
+
+template <bool FORWARD, typename Q, bool D, bool SY, bool R, int F> void launch_with(const Call& c) {
+  const float step = static_cast<float>(c.step);
+  if constexpr (FORWARD) {
+    forward_impl<float, Q, D, SY, R, F>(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav);
+  } else {
+    backward_impl<float, Q, D, SY, R, F>(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx,
+                                         c.gprm, c.ginit);
+  }
+}
+
+// Firing layers get specializations for the identity and round quantizers; the stochastic ones
+// share the blended one.
+template <bool FORWARD, bool D, bool SY, bool R, int F> void launch(const Call& c) {
+  if constexpr (F >= LIB) {
+    if (c.q == Q_ROUND) return launch_with<FORWARD, RoundQuant<float>, D, SY, R, F>(c);
+    if (c.q != Q_ID) return launch_with<FORWARD, Quantizer<float>, D, SY, R, F>(c);
+  }
+  launch_with<FORWARD, IdentityQuant<float>, D, SY, R, F>(c);
+}
+
+template <bool FORWARD, bool D, bool SY, bool R> void by_family(int f, const Call& c) {
+  if constexpr (!R) {
+    if (f == LI) return launch<FORWARD, D, SY, R, LI>(c);
+    if (f == LIEMA) return launch<FORWARD, D, SY, R, LIEMA>(c);
+  }
+  if (f == LIB) return launch<FORWARD, D, SY, R, LIB>(c);
+  if (f == LIT) return launch<FORWARD, D, SY, R, LIT>(c);
+  if (f == LITS) return launch<FORWARD, D, SY, R, LITS>(c);
+  TORCH_CHECK(false, "traceTorch kernel: unsupported family code ", f, R ? " with the recurrent flag" : "");
+}
+
+// The forward (or backward) pass of the dual (or single) layers with the given synaptic and
+// recurrent flags and family: one part of the build, instantiated in its own translation unit.
+template <bool FORWARD, bool D> void run_part(bool sy, bool r, int f, const Call& c) {
+  if (sy) return r ? by_family<FORWARD, D, true, true>(f, c) : by_family<FORWARD, D, true, false>(f, c);
+  return r ? by_family<FORWARD, D, false, true>(f, c) : by_family<FORWARD, D, false, false>(f, c);
+}
+
+extern template void run_part<true, false>(bool, bool, int, const Call&);
+extern template void run_part<true, true>(bool, bool, int, const Call&);
+extern template void run_part<false, false>(bool, bool, int, const Call&);
+extern template void run_part<false, true>(bool, bool, int, const Call&);
+
+}  // namespace tracetorch_neuron
