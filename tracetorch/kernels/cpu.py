@@ -78,6 +78,14 @@ def _pool_limit_mib() -> int:
     return int(value)
 
 
+def _is_built(name: str) -> bool:
+    """Whether PyTorch's extension cache already holds the library ``name`` (then loading takes a second)."""
+    from torch.utils import cpp_extension
+
+    build_directory = getattr(cpp_extension, "_get_build_directory", None)
+    return build_directory is not None and (Path(build_directory(name, False)) / f"{name}.so").exists()
+
+
 @cache
 def load() -> Any | None:
     """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible.
@@ -106,6 +114,8 @@ def load() -> Any | None:
             quiet.setLevel(level)
 
         name, cflags = _build_flags()
+        if not _is_built(name):
+            log.info("traceTorch: building the C++ kernels, once per machine (about 2 minutes on 2 cores)")
         # torch rebuilds when a source or a flag changes, not a header: put the headers' hash in a flag
         digest = hashlib.sha1(b"".join(header.read_bytes() for header in HEADERS)).hexdigest()[:12]
         cflags = [*cflags, f"-DTRACETORCH_HEADERS={digest}"]
