@@ -182,355 +182,348 @@ template <typename T, int F> struct Fire {
   }
 };
 
-template <typename T, typename Q, bool D, bool SY, bool R, int F>
-void forward_impl(const Shape& sh, int q, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
-                  T* sav) {
-  constexpr bool EMA = F == LIEMA;
-  constexpr bool FIRES = F >= LIB;
-  constexpr int S = saved_slots<D, SY, R>();
-  constexpr int KR = rec_slot<D, SY>();
-  constexpr int KM = mem_slot<D, SY, R>();
-  const Q qz_call(q, step);
-  const int64_t nblocks = (sh.M + BLK - 1) / BLK;
-  at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
-    const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
-    // every pointer used in the vector loop is valid, so that no load or store is conditional
-    Rows<T> st_rows(NS), pv_rows(NP), zero_rows(1), scratch_rows(S + 2);
-    T(*__restrict st)[BLK] = st_rows.get();
-    T(*__restrict pv)[BLK] = pv_rows.get();
-    const T* zeros = zero_rows.get()[0];
-    T(*scratch)[BLK] = scratch_rows.get();
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t e0 = blk * BLK;
-      const int64_t cnt = std::min(BLK, sh.M - e0);
-      for (int64_t j = 0; j < cnt; ++j) {
-        const int64_t n = ((e0 + j) / sh.inner) % sh.N;
-        for (int k = 0; k < NP; ++k) pv[k][j] = prm[k * sh.N + n];
-        for (int k = 0; k < NS; ++k) st[k][j] = init[k * sh.M + e0 + j];
-      }
-      const int64_t svs = sav ? sh.M : BLK;  // stride between saved slots
-      for (int64_t t = 0; t < sh.T; ++t) {
-        const T* __restrict xt = x + t * sh.M + e0;
-        T* __restrict ot = out + t * sh.M + e0;
-        T* svt = sav ? sav + t * S * sh.M + e0 : &scratch[0][0];
-        // one restrict pointer per saved slot: a runtime stride between slots defeats the vectorizer
-        T* __restrict sv_syn = svt + KS * svs;
-        T* __restrict sv_nsyn = svt + (KS + 1) * svs;
-        T* __restrict sv_rec = svt + KR * svs;
-        T* __restrict sv_nrec = svt + (KR + 1) * svs;
-        T* __restrict sv_mem = svt + KM * svs;
-        T* __restrict sv_nmem = svt + (KM + 1) * svs;
-        const T* __restrict u0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
-        const T* __restrict u1 = (uni && sh.draws > 1) ? u0 + sh.M : zeros;
-        if (t + 1 < sh.T) {
-          prefetch_row(xt + sh.M, cnt, false);
-          prefetch_row(ot + sh.M, cnt, true);
-          if (sav)
-            for (int k = 0; k < S; ++k) prefetch_row(svt + (S + k) * sh.M, cnt, true);
-          if (uni)
-            for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(u0 + (sh.draws + k) * sh.M, cnt, false);
-        }
-#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
-        for (int64_t j = 0; j < cnt; ++j) {
-          const T xv = xt[j];
-          T u, dp, dn = T(0);
-          if constexpr (SY && !D) {
-            st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * xv;
-            u = st[S_SYN][j];
-          } else if constexpr (SY && D) {
-            st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * posv(xv);
-            st[S_NSYN][j] = pv[P_NA][j] * st[S_NSYN][j] + (T(1) - pv[P_NA][j]) * negv(xv);
-            u = st[S_SYN][j] + st[S_NSYN][j];
-          } else {
-            u = xv;
-          }
-          if constexpr (R && !D) {
-            st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * st[S_PREV][j];
-            dp = pv[P_W][j] * st[S_REC][j] + u;
-          } else if constexpr (R && D) {
-            const T prev = st[S_PREV][j];
-            st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * posv(prev);
-            st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
-            const T r = st[S_REC][j] + st[S_NREC][j];
-            dp = pv[P_W][j] * posv(r) + posv(u);
-            dn = pv[P_NW][j] * negv(r) + negv(u);
-          } else if constexpr (D) {
-            dp = posv(u);
-            dn = negv(u);
-          } else {
-            dp = u;
-          }
-          T h;
-          st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
-          if constexpr (D) {
-            st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
-            h = st[S_MEM][j] + st[S_NMEM][j];
-          } else {
-            h = st[S_MEM][j];
-          }
-          if constexpr (SY) {
-            sv_syn[j] = st[S_SYN][j];
-            if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
-          }
-          if constexpr (R) {
-            sv_rec[j] = st[S_REC][j];
-            if constexpr (D) sv_nrec[j] = st[S_NREC][j];
-          }
-          sv_mem[j] = st[S_MEM][j];
-          if constexpr (D) sv_nmem[j] = st[S_NMEM][j];
-          Fire<T, F> f;
-          f.eval(qz, h, pv, j, u0[j], u1[j]);
-          if constexpr (FIRES) {
-            const T amount = f.reset(pv, j);
-            if constexpr (D) {
-              st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
-              st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
-            } else {
-              st[S_MEM][j] = st[S_MEM][j] - amount;
-            }
-          }
-          const T o = f.out(h, pv, j);
-          if constexpr (R) st[S_PREV][j] = o;
-          ot[j] = o;
-        }
-      }
-      for (int k = 0; k < NS; ++k)
-        for (int64_t j = 0; j < cnt; ++j) fin[k * sh.M + e0 + j] = st[k][j];
-    }
-  });
-}
+// The fused passes of one layer kind (flags D, SY, R, family F) with the quantizer Q.
+template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel {
+  static constexpr bool EMA = F == LIEMA;
+  static constexpr bool FIRES = F >= LIB;
+  static constexpr int S = saved_slots<D, SY, R>();  // saved rows per step
+  static constexpr int KR = rec_slot<D, SY>();
+  static constexpr int KM = mem_slot<D, SY, R>();
 
-// Reverse-time pass. ga = adjoints of the states after the step being processed.
-template <typename T, typename Q, bool D, bool SY, bool R, int F>
-void backward_impl(const Shape& sh, int q, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
-                   T step, const T* sav, T* gx, T* gprm, T* ginit) {
-  constexpr bool EMA = F == LIEMA;
-  constexpr bool FIRES = F >= LIB;
-  constexpr int S = saved_slots<D, SY, R>();
-  constexpr int KR = rec_slot<D, SY>();
-  constexpr int KM = mem_slot<D, SY, R>();
-  const Q qz_call(q, step);
-  const int64_t nblocks = (sh.M + BLK - 1) / BLK;
-  at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
-    const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
-    Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1);
-    T(*__restrict ga)[BLK] = ga_rows.get();
-    T(*__restrict gp)[BLK] = gp_rows.get();
-    T(*__restrict pv)[BLK] = pv_rows.get();
-    T* __restrict sgp_c = sg_rows.get()[0];  // spike probabilities of the step being processed
-    T* __restrict sgn_c = sg_rows.get()[1];
-    const T* zeros = zero_rows.get()[0];
-    for (int64_t blk = b0; blk < b1; ++blk) {
-      const int64_t e0 = blk * BLK;
-      const int64_t cnt = std::min(BLK, sh.M - e0);
-      for (int64_t j = 0; j < cnt; ++j) {
-        const int64_t n = ((e0 + j) / sh.inner) % sh.N;
-        for (int k = 0; k < NP; ++k) {
-          pv[k][j] = prm[k * sh.N + n];
-          gp[k][j] = T(0);
-        }
-        for (int k = 0; k < NS; ++k) ga[k][j] = gfin[k * sh.M + e0 + j];
-      }
-      if constexpr (FIRES) {  // spike probabilities of the last step
-        const T* svt = sav + (sh.T - 1) * S * sh.M + e0;
-#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
+  // The traces of element j in one step's saved rows sv ([S, M]); those the layer lacks stay as they are.
+  static inline void saved_traces(const T* sv, int64_t M, int64_t j, T& syn, T& nsyn, T& rec, T& nrec) {
+    if constexpr (SY) {
+      syn = sv[KS * M + j];
+      if constexpr (D) nsyn = sv[(KS + 1) * M + j];
+    }
+    if constexpr (R) {
+      rec = sv[KR * M + j];
+      if constexpr (D) nrec = sv[(KR + 1) * M + j];
+    }
+  }
+
+  // The membrane drive of one step from the input u and the recurrent trace r (rec, or
+  // rec + nrec when dual): dp for the positive (or only) membrane, dn for the negative one.
+  static inline void drive(const T (*pv)[BLK], int64_t j, T u, T r, T& dp, T& dn) {
+    if constexpr (R && !D) {
+      dp = pv[P_W][j] * r + u;
+    } else if constexpr (R && D) {
+      dp = pv[P_W][j] * posv(r) + posv(u);
+      dn = pv[P_NW][j] * negv(r) + negv(u);
+    } else if constexpr (D) {
+      dp = posv(u);
+      dn = negv(u);
+    } else {
+      dp = u;
+    }
+  }
+
+  static void forward(const Shape& sh, int q, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
+                      T* sav) {
+    const Q qz_call(q, step);
+    const int64_t nblocks = (sh.M + BLK - 1) / BLK;
+    at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
+      const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
+      // every pointer used in the vector loop is valid, so that no load or store is conditional
+      Rows<T> st_rows(NS), pv_rows(NP), zero_rows(1), scratch_rows(S + 2);
+      T(*__restrict st)[BLK] = st_rows.get();
+      T(*__restrict pv)[BLK] = pv_rows.get();
+      const T* zeros = zero_rows.get()[0];
+      T(*scratch)[BLK] = scratch_rows.get();
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t e0 = blk * BLK;
+        const int64_t cnt = std::min(BLK, sh.M - e0);
         for (int64_t j = 0; j < cnt; ++j) {
-          const T h = D ? svt[KM * sh.M + j] + svt[(KM + 1) * sh.M + j] : svt[KM * sh.M + j];
-          Fire<T, F> f;
-          f.eval(qz, h, pv, j, T(0), T(0));
-          sgp_c[j] = f.sgp;
-          sgn_c[j] = f.sgn;
+          const int64_t n = ((e0 + j) / sh.inner) % sh.N;
+          for (int k = 0; k < NP; ++k) pv[k][j] = prm[k * sh.N + n];
+          for (int k = 0; k < NS; ++k) st[k][j] = init[k * sh.M + e0 + j];
         }
-      }
-      // one reverse step; FIRST: t == 0, the states before it are the initial ones
-      auto step_back = [&](int64_t t, auto first) {
-        constexpr bool FIRST = decltype(first)::value;
-        const T* __restrict svt = sav + t * S * sh.M + e0;
-        const T* __restrict svp = FIRST ? init + e0 : sav + (t - 1) * S * sh.M + e0;
-        const T* __restrict xt = x ? x + t * sh.M + e0 : zeros;
-        const T* __restrict got = gout + t * sh.gout_tstride + e0;
-        const T* __restrict ut0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
-        const T* __restrict ut1 = (uni && sh.draws > 1) ? ut0 + sh.M : zeros;
-        const T* __restrict up0 = (uni && !FIRST) ? uni + (t - 1) * sh.draws * sh.M + e0 : zeros;
-        const T* __restrict up1 = (uni && !FIRST && sh.draws > 1) ? up0 + sh.M : zeros;
-        T* __restrict gxt = gx + t * sh.M + e0;
-        if constexpr (!FIRST) {  // the next (earlier) step's rows
-          if (t >= 2)
-            for (int k = 0; k < S; ++k) prefetch_row(sav + ((t - 2) * S + k) * sh.M + e0, cnt, false);
-          if (x) prefetch_row(xt - sh.M, cnt, false);
-          if (sh.gout_tstride) prefetch_row(got - sh.gout_tstride, cnt, false);
-          prefetch_row(gxt - sh.M, cnt, true);
-          if (uni && t >= 2)
-            for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(up0 + (k - sh.draws) * sh.M, cnt, false);
-        }
-#pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
-        for (int64_t j = 0; j < cnt; ++j) {
-          // ---- states before this step ----
-          T syn0 = T(0), nsyn0 = T(0), rec0 = T(0), nrec0 = T(0), prev = T(0), mem0, nmem0 = T(0);
-          Fire<T, F> fp;  // previous step's spikes
-          if constexpr (FIRST) {
-            syn0 = svp[S_SYN * sh.M + j];
-            nsyn0 = svp[S_NSYN * sh.M + j];
-            rec0 = svp[S_REC * sh.M + j];
-            nrec0 = svp[S_NREC * sh.M + j];
-            prev = svp[S_PREV * sh.M + j];
-            mem0 = svp[S_MEM * sh.M + j];
-            nmem0 = svp[S_NMEM * sh.M + j];
-          } else {
+        const int64_t svs = sav ? sh.M : BLK;  // stride between saved slots
+        for (int64_t t = 0; t < sh.T; ++t) {
+          const T* __restrict xt = x + t * sh.M + e0;
+          T* __restrict ot = out + t * sh.M + e0;
+          T* svt = sav ? sav + t * S * sh.M + e0 : &scratch[0][0];
+          // one restrict pointer per saved slot: a runtime stride between slots defeats the vectorizer
+          T* __restrict sv_syn = svt + KS * svs;
+          T* __restrict sv_nsyn = svt + (KS + 1) * svs;
+          T* __restrict sv_rec = svt + KR * svs;
+          T* __restrict sv_nrec = svt + (KR + 1) * svs;
+          T* __restrict sv_mem = svt + KM * svs;
+          T* __restrict sv_nmem = svt + (KM + 1) * svs;
+          const T* __restrict u0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
+          const T* __restrict u1 = (uni && sh.draws > 1) ? u0 + sh.M : zeros;
+          if (t + 1 < sh.T) {
+            prefetch_row(xt + sh.M, cnt, false);
+            prefetch_row(ot + sh.M, cnt, true);
+            if (sav)
+              for (int k = 0; k < S; ++k) prefetch_row(svt + (S + k) * sh.M, cnt, true);
+            if (uni)
+              for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(u0 + (sh.draws + k) * sh.M, cnt, false);
+          }
+  #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
+          for (int64_t j = 0; j < cnt; ++j) {
+            const T xv = xt[j];
+            T u, dp, dn = T(0);
+            if constexpr (SY && !D) {
+              st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * xv;
+              u = st[S_SYN][j];
+            } else if constexpr (SY && D) {
+              st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * posv(xv);
+              st[S_NSYN][j] = pv[P_NA][j] * st[S_NSYN][j] + (T(1) - pv[P_NA][j]) * negv(xv);
+              u = st[S_SYN][j] + st[S_NSYN][j];
+            } else {
+              u = xv;
+            }
+            if constexpr (R && !D) {
+              st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * st[S_PREV][j];
+            } else if constexpr (R && D) {
+              const T prev = st[S_PREV][j];
+              st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * posv(prev);
+              st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
+            }
+            drive(pv, j, u, R ? (D ? st[S_REC][j] + st[S_NREC][j] : st[S_REC][j]) : T(0), dp, dn);
+            T h;
+            st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
+            if constexpr (D) {
+              st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
+              h = st[S_MEM][j] + st[S_NMEM][j];
+            } else {
+              h = st[S_MEM][j];
+            }
             if constexpr (SY) {
-              syn0 = svp[KS * sh.M + j];
-              if constexpr (D) nsyn0 = svp[(KS + 1) * sh.M + j];
+              sv_syn[j] = st[S_SYN][j];
+              if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
             }
             if constexpr (R) {
-              rec0 = svp[KR * sh.M + j];
-              if constexpr (D) nrec0 = svp[(KR + 1) * sh.M + j];
+              sv_rec[j] = st[S_REC][j];
+              if constexpr (D) sv_nrec[j] = st[S_NREC][j];
             }
-            mem0 = svp[KM * sh.M + j];
-            if constexpr (D) nmem0 = svp[(KM + 1) * sh.M + j];
-            const T h0 = D ? mem0 + nmem0 : mem0;
-            fp.eval(qz, h0, pv, j, up0[j], up1[j]);
-            if constexpr (FIRES) {
-              const T amount = fp.reset(pv, j);
-              if constexpr (D) {
-                mem0 = mem0 - T(0.5) * amount;
-                nmem0 = nmem0 - T(0.5) * amount;
-              } else {
-                mem0 = mem0 - amount;
-              }
-            }
-            if constexpr (R) prev = fp.out(h0, pv, j);
-          }
-          // ---- this step's values ----
-          const T xv = xt[j];
-          T syn = T(0), nsyn = T(0), rec = T(0), nrec = T(0);
-          if constexpr (SY) {
-            syn = svt[KS * sh.M + j];
-            if constexpr (D) nsyn = svt[(KS + 1) * sh.M + j];
-          }
-          if constexpr (R) {
-            rec = svt[KR * sh.M + j];
-            if constexpr (D) nrec = svt[(KR + 1) * sh.M + j];
-          }
-          const T u = SY ? (D ? syn + nsyn : syn) : xv;
-          T dp, dn = T(0);
-          const T r = rec + nrec;
-          if constexpr (R && !D) {
-            dp = pv[P_W][j] * rec + u;
-          } else if constexpr (R && D) {
-            dp = pv[P_W][j] * posv(r) + posv(u);
-            dn = pv[P_NW][j] * negv(r) + negv(u);
-          } else if constexpr (D) {
-            dp = posv(u);
-            dn = negv(u);
-          } else {
-            dp = u;
-          }
-          // ---- fire ----
-          const T G = got[j] + (R ? ga[S_PREV][j] : T(0));
-          T gh_p, gh_n = T(0);  // adjoints of the membrane(s) before the reset
-          if constexpr (!FIRES) {
-            gh_p = ga[S_MEM][j] + G;
-            if constexpr (D) gh_n = ga[S_NMEM][j] + G;
-          } else {
+            sv_mem[j] = st[S_MEM][j];
+            if constexpr (D) sv_nmem[j] = st[S_NMEM][j];
             Fire<T, F> f;
-            f.sgp = sgp_c[j];
-            f.sgn = sgn_c[j];
-            f.from_sg(qz, ut0[j], ut1[j]);
-            const T c = D ? T(0.5) : T(1);
-            const T gsum = D ? ga[S_MEM][j] + ga[S_NMEM][j] : ga[S_MEM][j];
-            const T g_amount = -c * gsum;
-            T ghf;
-            if constexpr (F == LIB) {
-              const T g_s = G + g_amount * pv[P_TH][j];
-              const T g_z = g_s * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
-              gp[P_TH][j] += g_amount * f.sp - g_z;
-              gp[P_BIAS][j] += g_z;
-              ghf = g_z;
-            } else {
-              const T ap = F == LITS ? pv[P_PSC][j] : T(1);
-              const T an = F == LITS ? pv[P_NSC][j] : T(1);
-              const T g_sp = G * ap + g_amount * pv[P_TH][j];
-              const T g_sn = G * an + g_amount * pv[P_NTH][j];
-              if constexpr (F == LITS) {
-                gp[P_PSC][j] += G * f.sp;
-                gp[P_NSC][j] += G * f.sn;
+            f.eval(qz, h, pv, j, u0[j], u1[j]);
+            if constexpr (FIRES) {
+              const T amount = f.reset(pv, j);
+              if constexpr (D) {
+                st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
+                st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
+              } else {
+                st[S_MEM][j] = st[S_MEM][j] - amount;
               }
-              const T g_zp = g_sp * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
-              const T g_zn = -g_sn * qz.grad(f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
-              gp[P_TH][j] += g_amount * f.sp - g_zp;
-              gp[P_NTH][j] += g_amount * f.sn - g_zn;
-              gp[P_BIAS][j] += g_zp - g_zn;
-              ghf = g_zp - g_zn;
             }
-            gh_p = ga[S_MEM][j] + ghf;
-            if constexpr (D) gh_n = ga[S_NMEM][j] + ghf;
-            sgp_c[j] = fp.sgp;  // the previous step becomes the current one
-            sgn_c[j] = fp.sgn;
-          }
-          // ---- membrane ----
-          T g_dp, g_dn = T(0);
-          gp[P_B][j] += gh_p * (mem0 - (EMA ? dp : T(0)));
-          ga[S_MEM][j] = gh_p * pv[P_B][j];
-          g_dp = EMA ? gh_p * (T(1) - pv[P_B][j]) : gh_p;
-          if constexpr (D) {
-            gp[P_NB][j] += gh_n * (nmem0 - (EMA ? dn : T(0)));
-            ga[S_NMEM][j] = gh_n * pv[P_NB][j];
-            g_dn = EMA ? gh_n * (T(1) - pv[P_NB][j]) : gh_n;
-          }
-          // ---- recurrence ----
-          T g_u;
-          if constexpr (R && !D) {
-            gp[P_W][j] += g_dp * rec;
-            const T g_rec = ga[S_REC][j] + g_dp * pv[P_W][j];
-            gp[P_G][j] += g_rec * (rec0 - prev);
-            ga[S_REC][j] = g_rec * pv[P_G][j];
-            ga[S_PREV][j] = g_rec * (T(1) - pv[P_G][j]);
-            g_u = g_dp;
-          } else if constexpr (R && D) {
-            gp[P_W][j] += g_dp * posv(r);
-            gp[P_NW][j] += g_dn * negv(r);
-            const T g_r = g_dp * pv[P_W][j] * ipos(r) + g_dn * pv[P_NW][j] * ineg(r);
-            const T g_pr = ga[S_REC][j] + g_r;
-            const T g_nr = ga[S_NREC][j] + g_r;
-            gp[P_G][j] += g_pr * (rec0 - posv(prev));
-            gp[P_NG][j] += g_nr * (nrec0 - negv(prev));
-            ga[S_REC][j] = g_pr * pv[P_G][j];
-            ga[S_NREC][j] = g_nr * pv[P_NG][j];
-            ga[S_PREV][j] = g_pr * (T(1) - pv[P_G][j]) * ipos(prev) + g_nr * (T(1) - pv[P_NG][j]) * ineg(prev);
-            g_u = g_dp * ipos(u) + g_dn * ineg(u);
-          } else if constexpr (D) {
-            g_u = g_dp * ipos(u) + g_dn * ineg(u);
-          } else {
-            g_u = g_dp;
-          }
-          // ---- drive ----
-          if constexpr (SY && !D) {
-            const T g_syn = ga[S_SYN][j] + g_u;
-            gp[P_A][j] += g_syn * (syn0 - xv);
-            ga[S_SYN][j] = g_syn * pv[P_A][j];
-            gxt[j] = g_syn * (T(1) - pv[P_A][j]);
-          } else if constexpr (SY && D) {
-            const T g_ps = ga[S_SYN][j] + g_u;
-            const T g_ns = ga[S_NSYN][j] + g_u;
-            gp[P_A][j] += g_ps * (syn0 - posv(xv));
-            gp[P_NA][j] += g_ns * (nsyn0 - negv(xv));
-            ga[S_SYN][j] = g_ps * pv[P_A][j];
-            ga[S_NSYN][j] = g_ns * pv[P_NA][j];
-            gxt[j] = g_ps * (T(1) - pv[P_A][j]) * ipos(xv) + g_ns * (T(1) - pv[P_NA][j]) * ineg(xv);
-          } else {
-            gxt[j] = g_u;
+            const T o = f.out(h, pv, j);
+            if constexpr (R) st[S_PREV][j] = o;
+            ot[j] = o;
           }
         }
-      };
-      for (int64_t t = sh.T - 1; t >= 1; --t) step_back(t, std::false_type{});
-      step_back(0, std::true_type{});
-      for (int64_t j = 0; j < cnt; ++j) {
-        for (int k = 0; k < NS; ++k) ginit[k * sh.M + e0 + j] = ga[k][j];
-        for (int k = 0; k < NP; ++k) gprm[k * sh.M + e0 + j] = gp[k][j];
+        for (int k = 0; k < NS; ++k)
+          for (int64_t j = 0; j < cnt; ++j) fin[k * sh.M + e0 + j] = st[k][j];
       }
-    }
-  });
-}
+    });
+  }
+
+  // Reverse-time pass. ga = adjoints of the states after the step being processed.
+  static void backward(const Shape& sh, int q, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
+                       T step, const T* sav, T* gx, T* gprm, T* ginit) {
+    const Q qz_call(q, step);
+    const int64_t nblocks = (sh.M + BLK - 1) / BLK;
+    at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
+      const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
+      Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1);
+      T(*__restrict ga)[BLK] = ga_rows.get();
+      T(*__restrict gp)[BLK] = gp_rows.get();
+      T(*__restrict pv)[BLK] = pv_rows.get();
+      T* __restrict sgp_c = sg_rows.get()[0];  // spike probabilities of the step being processed
+      T* __restrict sgn_c = sg_rows.get()[1];
+      const T* zeros = zero_rows.get()[0];
+      for (int64_t blk = b0; blk < b1; ++blk) {
+        const int64_t e0 = blk * BLK;
+        const int64_t cnt = std::min(BLK, sh.M - e0);
+        for (int64_t j = 0; j < cnt; ++j) {
+          const int64_t n = ((e0 + j) / sh.inner) % sh.N;
+          for (int k = 0; k < NP; ++k) {
+            pv[k][j] = prm[k * sh.N + n];
+            gp[k][j] = T(0);
+          }
+          for (int k = 0; k < NS; ++k) ga[k][j] = gfin[k * sh.M + e0 + j];
+        }
+        if constexpr (FIRES) {  // spike probabilities of the last step
+          const T* svt = sav + (sh.T - 1) * S * sh.M + e0;
+  #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
+          for (int64_t j = 0; j < cnt; ++j) {
+            const T h = D ? svt[KM * sh.M + j] + svt[(KM + 1) * sh.M + j] : svt[KM * sh.M + j];
+            Fire<T, F> f;
+            f.eval(qz, h, pv, j, T(0), T(0));
+            sgp_c[j] = f.sgp;
+            sgn_c[j] = f.sgn;
+          }
+        }
+        // one reverse step; FIRST: t == 0, the states before it are the initial ones
+        auto step_back = [&](int64_t t, auto first) {
+          constexpr bool FIRST = decltype(first)::value;
+          const T* __restrict svt = sav + t * S * sh.M + e0;
+          const T* __restrict svp = FIRST ? init + e0 : sav + (t - 1) * S * sh.M + e0;
+          const T* __restrict xt = x ? x + t * sh.M + e0 : zeros;
+          const T* __restrict got = gout + t * sh.gout_tstride + e0;
+          const T* __restrict ut0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
+          const T* __restrict ut1 = (uni && sh.draws > 1) ? ut0 + sh.M : zeros;
+          const T* __restrict up0 = (uni && !FIRST) ? uni + (t - 1) * sh.draws * sh.M + e0 : zeros;
+          const T* __restrict up1 = (uni && !FIRST && sh.draws > 1) ? up0 + sh.M : zeros;
+          T* __restrict gxt = gx + t * sh.M + e0;
+          if constexpr (!FIRST) {  // the next (earlier) step's rows
+            if (t >= 2)
+              for (int k = 0; k < S; ++k) prefetch_row(sav + ((t - 2) * S + k) * sh.M + e0, cnt, false);
+            if (x) prefetch_row(xt - sh.M, cnt, false);
+            if (sh.gout_tstride) prefetch_row(got - sh.gout_tstride, cnt, false);
+            prefetch_row(gxt - sh.M, cnt, true);
+            if (uni && t >= 2)
+              for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(up0 + (k - sh.draws) * sh.M, cnt, false);
+          }
+  #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
+          for (int64_t j = 0; j < cnt; ++j) {
+            // ---- states before this step ----
+            T syn0 = T(0), nsyn0 = T(0), rec0 = T(0), nrec0 = T(0), prev = T(0), mem0, nmem0 = T(0);
+            Fire<T, F> fp;  // previous step's spikes
+            if constexpr (FIRST) {
+              syn0 = svp[S_SYN * sh.M + j];
+              nsyn0 = svp[S_NSYN * sh.M + j];
+              rec0 = svp[S_REC * sh.M + j];
+              nrec0 = svp[S_NREC * sh.M + j];
+              prev = svp[S_PREV * sh.M + j];
+              mem0 = svp[S_MEM * sh.M + j];
+              nmem0 = svp[S_NMEM * sh.M + j];
+            } else {
+              saved_traces(svp, sh.M, j, syn0, nsyn0, rec0, nrec0);
+              mem0 = svp[KM * sh.M + j];
+              if constexpr (D) nmem0 = svp[(KM + 1) * sh.M + j];
+              const T h0 = D ? mem0 + nmem0 : mem0;
+              fp.eval(qz, h0, pv, j, up0[j], up1[j]);
+              if constexpr (FIRES) {
+                const T amount = fp.reset(pv, j);
+                if constexpr (D) {
+                  mem0 = mem0 - T(0.5) * amount;
+                  nmem0 = nmem0 - T(0.5) * amount;
+                } else {
+                  mem0 = mem0 - amount;
+                }
+              }
+              if constexpr (R) prev = fp.out(h0, pv, j);
+            }
+            // ---- this step's values ----
+            const T xv = xt[j];
+            T syn = T(0), nsyn = T(0), rec = T(0), nrec = T(0);
+            saved_traces(svt, sh.M, j, syn, nsyn, rec, nrec);
+            const T u = SY ? (D ? syn + nsyn : syn) : xv;
+            T dp, dn = T(0);
+            const T r = rec + nrec;
+            drive(pv, j, u, r, dp, dn);
+            // ---- fire ----
+            const T G = got[j] + (R ? ga[S_PREV][j] : T(0));
+            T gh_p, gh_n = T(0);  // adjoints of the membrane(s) before the reset
+            if constexpr (!FIRES) {
+              gh_p = ga[S_MEM][j] + G;
+              if constexpr (D) gh_n = ga[S_NMEM][j] + G;
+            } else {
+              Fire<T, F> f;
+              f.sgp = sgp_c[j];
+              f.sgn = sgn_c[j];
+              f.from_sg(qz, ut0[j], ut1[j]);
+              const T c = D ? T(0.5) : T(1);
+              const T gsum = D ? ga[S_MEM][j] + ga[S_NMEM][j] : ga[S_MEM][j];
+              const T g_amount = -c * gsum;
+              T ghf;
+              if constexpr (F == LIB) {
+                const T g_s = G + g_amount * pv[P_TH][j];
+                const T g_z = g_s * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+                gp[P_TH][j] += g_amount * f.sp - g_z;
+                gp[P_BIAS][j] += g_z;
+                ghf = g_z;
+              } else {
+                const T ap = F == LITS ? pv[P_PSC][j] : T(1);
+                const T an = F == LITS ? pv[P_NSC][j] : T(1);
+                const T g_sp = G * ap + g_amount * pv[P_TH][j];
+                const T g_sn = G * an + g_amount * pv[P_NTH][j];
+                if constexpr (F == LITS) {
+                  gp[P_PSC][j] += G * f.sp;
+                  gp[P_NSC][j] += G * f.sn;
+                }
+                const T g_zp = g_sp * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
+                const T g_zn = -g_sn * qz.grad(f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
+                gp[P_TH][j] += g_amount * f.sp - g_zp;
+                gp[P_NTH][j] += g_amount * f.sn - g_zn;
+                gp[P_BIAS][j] += g_zp - g_zn;
+                ghf = g_zp - g_zn;
+              }
+              gh_p = ga[S_MEM][j] + ghf;
+              if constexpr (D) gh_n = ga[S_NMEM][j] + ghf;
+              sgp_c[j] = fp.sgp;  // the previous step becomes the current one
+              sgn_c[j] = fp.sgn;
+            }
+            // ---- membrane ----
+            T g_dp, g_dn = T(0);
+            gp[P_B][j] += gh_p * (mem0 - (EMA ? dp : T(0)));
+            ga[S_MEM][j] = gh_p * pv[P_B][j];
+            g_dp = EMA ? gh_p * (T(1) - pv[P_B][j]) : gh_p;
+            if constexpr (D) {
+              gp[P_NB][j] += gh_n * (nmem0 - (EMA ? dn : T(0)));
+              ga[S_NMEM][j] = gh_n * pv[P_NB][j];
+              g_dn = EMA ? gh_n * (T(1) - pv[P_NB][j]) : gh_n;
+            }
+            // ---- recurrence ----
+            T g_u;
+            if constexpr (R && !D) {
+              gp[P_W][j] += g_dp * rec;
+              const T g_rec = ga[S_REC][j] + g_dp * pv[P_W][j];
+              gp[P_G][j] += g_rec * (rec0 - prev);
+              ga[S_REC][j] = g_rec * pv[P_G][j];
+              ga[S_PREV][j] = g_rec * (T(1) - pv[P_G][j]);
+              g_u = g_dp;
+            } else if constexpr (R && D) {
+              gp[P_W][j] += g_dp * posv(r);
+              gp[P_NW][j] += g_dn * negv(r);
+              const T g_r = g_dp * pv[P_W][j] * ipos(r) + g_dn * pv[P_NW][j] * ineg(r);
+              const T g_pr = ga[S_REC][j] + g_r;
+              const T g_nr = ga[S_NREC][j] + g_r;
+              gp[P_G][j] += g_pr * (rec0 - posv(prev));
+              gp[P_NG][j] += g_nr * (nrec0 - negv(prev));
+              ga[S_REC][j] = g_pr * pv[P_G][j];
+              ga[S_NREC][j] = g_nr * pv[P_NG][j];
+              ga[S_PREV][j] = g_pr * (T(1) - pv[P_G][j]) * ipos(prev) + g_nr * (T(1) - pv[P_NG][j]) * ineg(prev);
+              g_u = g_dp * ipos(u) + g_dn * ineg(u);
+            } else if constexpr (D) {
+              g_u = g_dp * ipos(u) + g_dn * ineg(u);
+            } else {
+              g_u = g_dp;
+            }
+            // ---- drive ----
+            if constexpr (SY && !D) {
+              const T g_syn = ga[S_SYN][j] + g_u;
+              gp[P_A][j] += g_syn * (syn0 - xv);
+              ga[S_SYN][j] = g_syn * pv[P_A][j];
+              gxt[j] = g_syn * (T(1) - pv[P_A][j]);
+            } else if constexpr (SY && D) {
+              const T g_ps = ga[S_SYN][j] + g_u;
+              const T g_ns = ga[S_NSYN][j] + g_u;
+              gp[P_A][j] += g_ps * (syn0 - posv(xv));
+              gp[P_NA][j] += g_ns * (nsyn0 - negv(xv));
+              ga[S_SYN][j] = g_ps * pv[P_A][j];
+              ga[S_NSYN][j] = g_ns * pv[P_NA][j];
+              gxt[j] = g_ps * (T(1) - pv[P_A][j]) * ipos(xv) + g_ns * (T(1) - pv[P_NA][j]) * ineg(xv);
+            } else {
+              gxt[j] = g_u;
+            }
+          }
+        };
+        for (int64_t t = sh.T - 1; t >= 1; --t) step_back(t, std::false_type{});
+        step_back(0, std::true_type{});
+        for (int64_t j = 0; j < cnt; ++j) {
+          for (int k = 0; k < NS; ++k) ginit[k * sh.M + e0 + j] = ga[k][j];
+          for (int k = 0; k < NP; ++k) gprm[k * sh.M + e0 + j] = gp[k][j];
+        }
+      }
+    });
+  }
+};
 
 struct Call {
   Shape sh;
@@ -545,10 +538,10 @@ struct Call {
 template <bool FORWARD, typename Q, bool D, bool SY, bool R, int F> void launch_with(const Call& c) {
   const float step = static_cast<float>(c.step);
   if constexpr (FORWARD) {
-    forward_impl<float, Q, D, SY, R, F>(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav);
+    Kernel<float, Q, D, SY, R, F>::forward(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav);
   } else {
-    backward_impl<float, Q, D, SY, R, F>(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx,
-                                         c.gprm, c.ginit);
+    Kernel<float, Q, D, SY, R, F>::backward(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx,
+                                            c.gprm, c.ginit);
   }
 }
 
