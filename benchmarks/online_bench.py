@@ -42,6 +42,21 @@ def snn(inputs: int, hidden: int, outputs: int, trace: bool) -> tt.Sequential:
     return net
 
 
+def setup(mode: str, sizes: tuple[int, int, int], lr: float, loss_scale: int, update_every: int, seed: int
+          ) -> tuple[torch.Generator, tt.Sequential, torch.optim.Optimizer, Callable, OnlineLearner]:
+    """For ``mode`` ("bptt" or "trace"): a data generator seeded ``seed``, a fresh model (torch seed 0), its Adam
+    optimizer, the loss ``CE / loss_scale`` and an :class:`OnlineLearner` updating every ``update_every`` steps."""
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(seed)
+    net = snn(*sizes, trace=mode == "trace")
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+
+    def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return nn.functional.cross_entropy(out, y) / loss_scale
+
+    return generator, net, opt, loss_fn, OnlineLearner(net, opt, loss_fn, update_every=update_every)
+
+
 # memory and time --------------------------------------------------------------------------------------------------
 
 
@@ -179,12 +194,8 @@ def bench_mnist(epochs: int, steps: int, hidden: int, limit: int | None) -> None
     print("| mode | test accuracy | train time (s) |\n|---|---|---|")
     accuracies = {}
     for mode in ("bptt", "trace"):
-        torch.manual_seed(0)
-        generator = torch.Generator().manual_seed(0)
-        net = snn(784, hidden, 10, trace=mode == "trace")
-        opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-        loss_fn = lambda out, y: nn.functional.cross_entropy(out, y) / steps
-        learner = OnlineLearner(net, opt, loss_fn, update_every=steps)
+        generator, net, opt, loss_fn, learner = setup(mode, (784, hidden, 10), lr=1e-3, loss_scale=steps,
+                                                      update_every=steps, seed=0)
         start = time.perf_counter()
         for _ in range(epochs):
             order = torch.randperm(len(x_train), generator=generator)
@@ -221,12 +232,8 @@ def bench_clicks(trials: int, test_trials: int, batch: int, hidden: int, trial_s
     print(f"| mode | accuracy on the next {test_trials} trials | train time (s) |\n|---|---|---|")
     accuracies = {}
     for mode in ("bptt", "trace"):
-        torch.manual_seed(0)
-        generator = torch.Generator().manual_seed(1)
-        net = snn(2, hidden, 2, trace=mode == "trace")
-        opt = torch.optim.Adam(net.parameters(), lr=3e-3)
-        loss_fn = lambda out, y: nn.functional.cross_entropy(out, y) / decision
-        learner = OnlineLearner(net, opt, loss_fn, update_every=trial_steps)
+        generator, net, opt, loss_fn, learner = setup(mode, (2, hidden, 2), lr=3e-3, loss_scale=decision,
+                                                      update_every=trial_steps, seed=1)
         start = time.perf_counter()
         for _ in range(0, trials, 20):
             stream = clicks_stream(20, batch, trial_steps, decision, generator=generator)
