@@ -246,6 +246,15 @@ def test_pool_limit_is_set_when_the_kernels_load(monkeypatch: pytest.MonkeyPatch
     cpu.release_pool()
 
 
+@pytest.mark.parametrize(("value", "mib"), [(None, 2048), ("0", 0), (" 64 ", 64), ("9" * 30, 1 << 30)])
+def test_pool_limit_setting(monkeypatch: pytest.MonkeyPatch, value: str | None, mib: int) -> None:
+    if value is None:
+        monkeypatch.delenv("TRACETORCH_CPU_POOL_MB", raising=False)
+    else:
+        monkeypatch.setenv("TRACETORCH_CPU_POOL_MB", value)
+    assert cpu._pool_limit_mib() == mib
+
+
 @pytest.mark.parametrize("value", ["lots", "-1", "1.5", ""])
 def test_bad_pool_setting_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     cpu.load.cache_clear()

@@ -75,7 +75,7 @@ def _pool_limit_mib() -> int:
         return 2048
     if not value.strip().isdigit():
         raise ValueError(f"TRACETORCH_CPU_POOL_MB must be a whole number of MiB (0 turns the buffer pool off), got {value!r}")
-    return int(value)
+    return min(int(value), 1 << 30)  # 1 PiB: more than any machine, and still a 64-bit byte count
 
 
 def _is_built(name: str) -> bool:
