@@ -15,6 +15,7 @@ namespace {
 
 using tracetorch_neuron::Call;
 using tracetorch_neuron::NP;
+using tracetorch_neuron::saved_slots;
 using tracetorch_neuron::Shape;
 
 void dispatch(bool forward, bool d, bool sy, bool r, int64_t f, const Call& c) {
@@ -26,8 +27,6 @@ void dispatch(bool forward, bool d, bool sy, bool r, int64_t f, const Call& c) {
   return d ? tracetorch_neuron::run_part<false, true>(sy, r, fam, c)
            : tracetorch_neuron::run_part<false, false>(sy, r, fam, c);
 }
-
-int64_t n_saved(bool d, bool sy, bool r) { return (sy ? (d ? 2 : 1) : 0) + (r ? (d ? 2 : 1) : 0) + (d ? 2 : 1); }
 
 void check(const at::Tensor& t, const char* name) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kFloat, "traceTorch kernel: ", name,
@@ -48,7 +47,7 @@ std::vector<at::Tensor> neuron_forward(const at::Tensor& x, const at::Tensor& pa
   check(params, "params");
   check(init, "init");
   const int64_t T = x.size(0), M = x.size(1);
-  const int64_t S = n_saved(dual, synaptic, recurrent);
+  const int64_t S = saved_slots(dual, synaptic, recurrent);
   const bool has_u = uniforms.numel() > 0;
   if (has_u) check(uniforms, "uniforms");
   auto out = tracetorch_pool::pooled_empty(x.sizes(), x.options());
@@ -89,7 +88,7 @@ std::vector<at::Tensor> neuron_backward(const at::Tensor& gout, const at::Tensor
   auto gprm = tracetorch_pool::pooled_empty({NP, M}, gout.options());
   auto ginit = tracetorch_pool::pooled_empty(init.sizes(), init.options());
   Call c{};
-  c.sh = Shape{T, M, num_neurons, inner, n_saved(dual, synaptic, recurrent), has_u ? uniforms.size(1) : 0,
+  c.sh = Shape{T, M, num_neurons, inner, saved_slots(dual, synaptic, recurrent), has_u ? uniforms.size(1) : 0,
                gout.size(0) == T ? M : 0};
   c.q = static_cast<int>(quant);
   c.step = step;

@@ -143,13 +143,13 @@ struct Shape {
 // blocks per task: at least ~256k element-steps, so small problems skip the thread start-up
 inline int64_t grain(const Shape& sh) { return std::max<int64_t>(1, (int64_t{1} << 18) / (BLK * std::max<int64_t>(sh.T, 1))); }
 
-template <bool D, bool SY, bool R> constexpr int saved_slots() {
-  return (SY ? (D ? 2 : 1) : 0) + (R ? (D ? 2 : 1) : 0) + (D ? 2 : 1);
-}
-// first saved slot of the synaptic, recurrent and membrane traces
-constexpr int KS = 0;
-template <bool D, bool SY> constexpr int rec_slot() { return SY ? (D ? 2 : 1) : 0; }
-template <bool D, bool SY, bool R> constexpr int mem_slot() { return rec_slot<D, SY>() + (R ? (D ? 2 : 1) : 0); }
+// Saved rows per step: the synaptic, recurrent and membrane traces the layer has, in that order,
+// each one row (two when dual: positive and negative). Also used at run time by neuron_cpu.cpp.
+constexpr int trace_rows(bool d) { return d ? 2 : 1; }
+constexpr int KS = 0;  // first saved row of each trace
+constexpr int rec_slot(bool d, bool sy) { return sy ? trace_rows(d) : 0; }
+constexpr int mem_slot(bool d, bool sy, bool r) { return rec_slot(d, sy) + (r ? trace_rows(d) : 0); }
+constexpr int saved_slots(bool d, bool sy, bool r) { return mem_slot(d, sy, r) + trace_rows(d); }
 
 // spike values of one step from the membrane before reset (h) and the uniforms
 template <typename T, int F> struct Fire {
@@ -186,9 +186,9 @@ template <typename T, int F> struct Fire {
 template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel {
   static constexpr bool EMA = F == LIEMA;
   static constexpr bool FIRES = F >= LIB;
-  static constexpr int S = saved_slots<D, SY, R>();  // saved rows per step
-  static constexpr int KR = rec_slot<D, SY>();
-  static constexpr int KM = mem_slot<D, SY, R>();
+  static constexpr int S = saved_slots(D, SY, R);  // saved rows per step
+  static constexpr int KR = rec_slot(D, SY);
+  static constexpr int KM = mem_slot(D, SY, R);
 
   // The traces of element j in one step's saved rows sv ([S, M]); those the layer lacks stay as they are.
   static inline void saved_traces(const T* sv, int64_t M, int64_t j, T& syn, T& nsyn, T& rec, T& nrec) {

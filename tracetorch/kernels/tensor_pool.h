@@ -5,9 +5,9 @@
 // an existing tensor: 5 ms, on 2 cores). pooled_empty keeps the buffers of freed outputs
 // (>= 1 MiB, sizes rounded up to 2 MiB) and hands them out again to a request of the same
 // rounded size, like PyTorch's CUDA caching allocator; new buffers are 2 MiB aligned and
-// advised as transparent huge pages. The pool holds at most `limit` bytes (2048 MiB until
-// set_limit; cpu.py sets it from TRACETORCH_CPU_POOL_MB, 0 turns it off); beyond that, freed
-// buffers go back to the system.
+// advised as transparent huge pages. The pool holds at most `limit` bytes, which cpu.py sets
+// from TRACETORCH_CPU_POOL_MB as it loads the library (0, no pool, until then); beyond that,
+// freed buffers go back to the system.
 
 #pragma once
 
@@ -38,9 +38,7 @@ struct Pool {
 
 inline Pool& pool() {
   static Pool* p = [] {
-    auto* made = new Pool();  // never destroyed: tensors may be freed during interpreter shutdown
-    made->limit = size_t{2048} << 20;
-    return made;
+    return new Pool();  // never destroyed: tensors may be freed during interpreter shutdown
   }();
   return *p;
 }
