@@ -25,7 +25,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["ConfigError", "check_overrides", "resolve_config", "compose_config", "CONFIG_MODULE", "CONFIG_NAME"]
+__all__ = ["ConfigError", "check_overrides", "resolve_config", "compose_config", "model_file_overrides", "CONFIG_MODULE",
+           "CONFIG_NAME"]
 
 CONFIG_MODULE, CONFIG_NAME = "tracetorch.configs", "train"
 MAX_MESSAGE = 600
@@ -77,6 +78,58 @@ def _as_single_runs(overrides: list[str]) -> list[list[str]]:
     return runs
 
 
+def model_file_overrides(args: list[str]) -> list[str]:
+    """``model=path/to/net.yaml`` (a model file, not a config group choice) -> ``model=file model.file=<path>``."""
+    from pathlib import Path
+
+    out = []
+    for arg in args:
+        key, sep, value = arg.partition("=")
+        if sep and key == "model" and value.endswith((".yaml", ".yml")) and "," not in value:
+            path = Path(value).expanduser()
+            if not path.is_file():
+                raise ConfigError(f"override {arg!r}: no such model file {value!r} (a config group choice has no .yaml "
+                                  f"suffix: model=mlp)")
+            out += ["model=file", f"model.file={path.resolve()}"]
+        else:
+            out.append(arg)
+    return out
+
+
+def _check_model_file(cfg: DictConfig) -> None:
+    """A model file named on the command line is validated now: its first problem as file:line: location: message."""
+    from tracetorch.builder import SpecError, load_spec
+
+    path = OmegaConf.select(cfg, "model.file")
+    if not path:
+        return
+    try:
+        load_spec(path)
+    except SpecError as err:
+        first = err.errors[0]
+        where = f"{path}:{first.line}" if first.line is not None else str(path)
+        more = f" (and {len(err.errors) - 1} more: tt-validate {path})" if len(err.errors) > 1 else ""
+        raise ConfigError(f"{where}: {first.location}: {first.message}{more}") from None
+
+
+def _suggest(override: str) -> str:
+    """' (did you mean trainer.epochs?)' for a misspelt key of a closed config section."""
+    import difflib
+
+    from tracetorch.training.config import TrainConfig
+
+    key = override.split("=", 1)[0].lstrip("+~")
+    *sections, last = key.split(".")
+    fields: Any = TrainConfig.model_fields
+    for section in sections:
+        annotation = getattr(fields.get(section), "annotation", None)
+        fields = getattr(annotation, "model_fields", None)
+        if fields is None:
+            return ""
+    close = difflib.get_close_matches(last, list(fields), n=1)
+    return f" (did you mean {'.'.join([*sections, close[0]])}?)" if close else ""
+
+
 def check_overrides(overrides: list[str], multirun: bool = False) -> Any:
     """Compose ``configs/train.yaml`` with ``overrides`` as Hydra would, resolve and validate it.
 
@@ -93,7 +146,13 @@ def check_overrides(overrides: list[str], multirun: bool = False) -> Any:
             cfg = _compose(run)
         except Exception as err:  # noqa: BLE001
             culprit = _culprit(run, err)
-            raise ConfigError(f"override {culprit!r}: {_message(err)}" if culprit else _message(err)) from None
+            message = _message(err)
+            if culprit and "Could not override" in message:
+                hint = _suggest(culprit)
+                if hint:
+                    message = f"no such key{hint}"
+            raise ConfigError(f"override {culprit!r}: {message}" if culprit else message) from None
+        _check_model_file(cfg)
         if any("${hydra:" in override for override in run):
             return None
         results.append(resolve_config(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))

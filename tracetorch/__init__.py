@@ -15,5 +15,18 @@ __version__ = "0.20.0"
 
 __all__ = [
     "builder", "build_model", "load_spec", "functional", "online", "snn", "Layer", "Model", "Sequential", "StateFileError",
-    "__version__",
+    "load_trained", "__version__",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``tt.load_trained`` and ``tt.training`` load the training stack on first use (``import tracetorch`` stays light)."""
+    if name == "load_trained":
+        from tracetorch.training.resume import load_trained
+
+        return load_trained
+    if name == "training":
+        import importlib
+
+        return importlib.import_module("tracetorch.training")
+    raise AttributeError(f"module 'tracetorch' has no attribute {name!r}")

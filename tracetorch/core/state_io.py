@@ -42,11 +42,12 @@ def _suffix(path: Path) -> str:
 
 
 def atomic_write(path: str | Path, write) -> None:  # type: ignore[no-untyped-def]
-    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step."""
+    """Call ``write(tmp_path)`` then move the result onto ``path`` in one step (mode 0666 less the umask)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
@@ -57,6 +58,12 @@ def atomic_write(path: str | Path, write) -> None:  # type: ignore[no-untyped-de
         if isinstance(err, OSError) and err.filename is None and err.errno is not None:  # write() errors name no file
             raise OSError(err.errno, err.strerror, str(path)) from err
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_state_file(path: str | Path, states: dict[str, Tensor]) -> None:
@@ -102,4 +109,9 @@ def read_state_file(path: str | Path) -> dict[str, Tensor]:
         raise StateFileError(f"{path}: not a readable {kind} state file ({type(err).__name__}: {err})") from None
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, Tensor) for k, v in data.items()):
         raise StateFileError(f"{path}: expected a mapping of names to tensors, got {type(data).__name__}")
+    for name, value in data.items():
+        stored = value.untyped_storage().nbytes()
+        if value.numel() and stored < value.numel() * value.element_size():
+            raise StateFileError(f"{path}: tensor {name!r} of shape {list(value.shape)} is a view backed by only {stored} "
+                                 f"bytes (an expanded or overlapping tensor); state files hold plain tensors")
     return data

@@ -48,9 +48,12 @@ class OnlineStep:
 class OnlineLearner:
     """Step-by-step training loop (see the module docstring).
 
-    ``loss_fn(output, target)`` returns a scalar tensor; ``update_every`` counts
-    timesteps (an update with no gradient since the last one is skipped);
-    ``clip_grad_norm`` clips the accumulated gradient before each update. The layers
+    ``loss_fn(output, target)`` returns a scalar tensor (or None: no gradient at this step);
+    ``update_every`` counts timesteps (an update with no gradient since the last one is
+    skipped); ``clip_grad_norm`` clips the accumulated gradient before each update.
+    ``backward(loss) -> bool`` and ``update() -> bool`` replace ``loss.backward()`` and the
+    clip-and-step (a trainer passes its own, with mixed precision and a NaN policy; False
+    from either drops the accumulated gradient and sets :attr:`skipped`). The layers
     whose states are detached are found once, here: build the learner after
     :func:`~tracetorch.online.enable_trace_learning` or any other change to the model.
     """
@@ -62,6 +65,8 @@ class OnlineLearner:
         loss_fn: Callable[[Tensor, Tensor], Tensor],
         update_every: int = 1,
         clip_grad_norm: float | None = None,
+        backward: Callable[[Tensor], bool] | None = None,
+        update: Callable[[], bool] | None = None,
     ) -> None:
         if isinstance(update_every, bool) or not isinstance(update_every, int) or update_every < 1:
             raise ValueError(f"OnlineLearner: update_every must be a positive int, got {update_every!r}")
@@ -72,8 +77,11 @@ class OnlineLearner:
         self.loss_fn = loss_fn
         self.update_every = update_every
         self.clip_grad_norm = clip_grad_norm
+        self.backward = backward or self._backward
+        self.update = update or self._update
         self.steps = 0
         self.updates = 0
+        self.skipped = False
         self._pending = False
         self._layers = [layer for _, layer in iter_layers(model)]
 
@@ -83,12 +91,14 @@ class OnlineLearner:
         loss_value = None
         if target is not None:
             loss = self.loss_fn(output, target)
-            if not isinstance(loss, Tensor) or loss.ndim != 0:
+            if loss is not None and (not isinstance(loss, Tensor) or loss.ndim != 0):
                 raise ValueError(f"OnlineLearner: loss_fn must return a scalar tensor, got {getattr(loss, 'shape', loss)!r}")
-            if loss.requires_grad:
-                loss.backward()
-                self._pending = True
-            loss_value = loss.item()
+            if loss is not None and loss.requires_grad:
+                if self.backward(loss):
+                    self._pending = True
+                else:
+                    self._drop()
+            loss_value = None if loss is None else loss.item()
         for layer in self._layers:
             layer.detach_states()
         self.steps += 1
@@ -100,12 +110,27 @@ class OnlineLearner:
         """Apply the gradient accumulated since the last update now; False if there was none."""
         if not self._pending:
             return False
+        self._pending = False
+        if not self.update():
+            self._drop()
+            return False
+        self.updates += 1
+        return True
+
+    def _drop(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self._pending = False
+        self.skipped = True
+
+    def _backward(self, loss: Tensor) -> bool:
+        loss.backward()
+        return True
+
+    def _update(self) -> bool:
         if self.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad()
-        self.updates += 1
-        self._pending = False
         return True
 
     def run(self, x_seq: Tensor, targets: Tensor | Sequence[Tensor | None] | None = None) -> tuple[Tensor, list[float | None]]:

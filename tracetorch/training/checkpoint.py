@@ -37,11 +37,12 @@ import random
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import Tensor, nn
 
 from tracetorch.core.model import iter_layers
@@ -57,7 +58,13 @@ FORMAT = "tracetorch-checkpoint"
 VERSION = 1
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "states.safetensors", "trainer.safetensors", "trainer.json", "config.yaml")
-PARTIAL = ".partial-"  # hidden directories being written: ``.<name>.partial-<pid>`` (and ``.old-`` while swapping)
+PARTIAL = ".partial-"  # hidden directories being written: ``.<name>.partial-<pid>``
+OLD = ".old-"  # the previous copy while a step is replaced: ``.<name>.old-<pid>``
+TRASH = ".trash-"  # a pruned checkpoint being deleted
+COUNTERS = ("epoch", "batch", "global_step")
+MAX_COUNTER = 2**62
+MAX_DEPTH = 64
+SIZE_CAPS = {MANIFEST: 64 << 10, "config.yaml": 4 << 20, "trainer.json": 256 << 20, "default": 64 << 20}
 
 
 class CheckpointError(ValueError):
@@ -254,7 +261,7 @@ def save_checkpoint(
         _fsync_dir(partial)
         old = None
         if directory.exists():
-            old = directory.parent / f".{directory.name}.old-{os.getpid()}"
+            old = directory.parent / f".{directory.name}{OLD}{os.getpid()}"
             if old.exists():
                 shutil.rmtree(old)
             os.replace(directory, old)
@@ -269,19 +276,20 @@ def save_checkpoint(
 
 
 def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
-    """The manifest of a checkpoint, checked against the files (``verify``)."""
+    """The manifest of a checkpoint, validated (format, step counters, file list) and checked against the files."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: no such checkpoint directory")
     path = directory / MANIFEST
     if not path.is_file():
         raise CheckpointError(f"{directory}: incomplete checkpoint (no {MANIFEST}); it was interrupted while being written")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    manifest = _read_structured(path, "JSON")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
         raise CheckpointError(f"{path}: not a {FORMAT} v{VERSION} manifest")
+    for key in COUNTERS:
+        value = manifest.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_COUNTER:
+            raise CheckpointError(f"{path}: {key} must be a non-negative integer, got {str(value)[:40]}")
     files = manifest.get("files")
     if not isinstance(files, dict) or set(files) != set(FILES) or not all(
         isinstance(m, dict) and isinstance(m.get("bytes"), int) and isinstance(m.get("sha256"), str) for m in files.values()
@@ -301,22 +309,50 @@ def read_manifest(directory: str | Path, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed here")
+
+
+def _depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
 def _read_structured(path: Path, kind: str) -> Any:
-    """JSON, or YAML with the safe loader and the spec loader's size limits (no alias bombs)."""
+    """JSON, or YAML with the safe loader and the spec loader's limits; sizes capped, nesting at most MAX_DEPTH."""
     from tracetorch.builder.yaml_lines import check_node_size
 
+    cap = SIZE_CAPS.get(path.name, SIZE_CAPS["default"])
     try:
+        size = path.stat().st_size
+        if size > cap:
+            raise CheckpointError(f"{path}: {size:,} bytes is more than a checkpoint's {path.name} may hold ({cap:,})")
         text = path.read_text(encoding="utf-8")
         if kind == "JSON":
-            return json.loads(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        if node is not None:
-            check_node_size(node)
-        return yaml.safe_load(text)
+            strict = path.name == MANIFEST  # trainer.json may hold NaN metrics (a batch without samples)
+            value = json.loads(text, parse_constant=_reject_constant) if strict else json.loads(text)
+        else:
+            node = yaml.compose(text, Loader=yaml.SafeLoader)
+            if node is not None:
+                check_node_size(node)
+            value = yaml.safe_load(text)
     except RecursionError:
         raise CheckpointError(f"{path}: not valid {kind} (nested too deeply)") from None
     except (ValueError, UnicodeDecodeError, yaml.YAMLError) as err:
+        if isinstance(err, CheckpointError):
+            raise
         raise CheckpointError(f"{path}: not valid {kind} ({type(err).__name__}: {err})") from None
+    if not _depth_ok(value):
+        raise CheckpointError(f"{path}: nested more than {MAX_DEPTH} levels deep")
+    return value
 
 
 def load_checkpoint(directory: str | Path) -> Checkpoint:
@@ -333,13 +369,62 @@ def load_checkpoint(directory: str | Path) -> Checkpoint:
     config = _read_structured(directory / "config.yaml", "YAML")
     if not isinstance(config, dict):
         raise CheckpointError(f"{directory / 'config.yaml'}: expected a mapping, got {type(config).__name__}")
+    validate_trainer_state(skeleton, directory / "trainer.json")
     try:
         trainer = unpack_tree(skeleton, tensors)
     except (TypeError, ValueError, AttributeError) as err:
         raise CheckpointError(f"{directory / 'trainer.json'}: malformed trainer state ({err})") from None
-    if not isinstance(trainer, dict):
-        raise CheckpointError(f"{directory / 'trainer.json'}: expected a mapping, got {type(trainer).__name__}")
     return Checkpoint(directory, weights, states, trainer, config, manifest)
+
+
+class _Progress(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    epoch: int = Field(ge=0, le=MAX_COUNTER)
+    batch: int = Field(ge=0, le=MAX_COUNTER)
+    global_step: int = Field(ge=0, le=MAX_COUNTER)
+
+
+class _Meter(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    loss_sum: float
+    correct: int = Field(ge=0)
+    samples: int = Field(ge=0)
+    spike_total: float
+    spike_numel: int = Field(ge=0)
+    seconds: float
+    skipped: int = Field(0, ge=0)
+
+
+Metric = Annotated[float | int | str | None, Field(union_mode="left_to_right")]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+    epoch: int = Field(ge=1)
+    step: int = Field(ge=0)
+
+
+class _TrainerState(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    progress: _Progress
+    meter: _Meter
+    history: list[dict[str, Metric]]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any] | None
+    scaler: dict[str, Any] | None
+    rng: dict[str, Any]
+
+
+def validate_trainer_state(skeleton: Any, path: Path) -> None:
+    """Check ``trainer.json``'s structure before anything uses it: one :class:`CheckpointError` naming the field."""
+    try:
+        state = _TrainerState.model_validate(skeleton)
+        for record in state.history:
+            _Record.model_validate(record)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise CheckpointError(f"{path}: {where}: {first['msg']}") from None
 
 
 def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
@@ -357,13 +442,28 @@ def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def remove_partial_checkpoints(run_dir: str | Path) -> list[Path]:
-    """Delete the hidden partial directories a killed writer left under ``run_dir/checkpoints``; returns them.
+    """Tidy ``run_dir/checkpoints`` after a killed writer; returns the directories removed.
 
-    Call it only when no other process writes checkpoints to this run.
+    A complete ``.<step>.old-<pid>`` whose ``<step>`` is missing (a kill between the two
+    renames that replace a step) is renamed back: a step is never lost. Leftovers of a
+    process that is still running are never touched.
     """
+    from tracetorch.training.rundir import owned_by_live_process
+
     removed = []
-    for leftover in Path(run_dir, "checkpoints").glob(".*"):
-        if leftover.is_dir() and (PARTIAL in leftover.name or ".old-" in leftover.name):
+    for leftover in sorted(Path(run_dir, "checkpoints").glob(".*")):
+        if not leftover.is_dir() or owned_by_live_process(leftover.name, (PARTIAL, OLD, TRASH)):
+            continue
+        if OLD in leftover.name:
+            original = leftover.parent / leftover.name[1:].rpartition(OLD)[0]
+            if not original.exists():
+                try:
+                    read_manifest(leftover)
+                    os.replace(leftover, original)
+                    continue
+                except CheckpointError:
+                    pass
+        if any(marker in leftover.name for marker in (PARTIAL, OLD, TRASH)):
             shutil.rmtree(leftover, ignore_errors=True)
             removed.append(leftover)
     return removed
@@ -374,7 +474,7 @@ def prune_checkpoints(run_dir: str | Path, keep: int) -> list[Path]:
     checkpoints = list_checkpoints(run_dir)
     doomed = [path for _, path in checkpoints[: max(len(checkpoints) - keep, 0)]]
     for path in doomed:  # hidden first, so a removal cut short never leaves a broken step_* directory
-        trash = path.parent / f".{path.name}.old-{os.getpid()}"
+        trash = path.parent / f".{path.name}{TRASH}{os.getpid()}"
         os.replace(path, trash)
         shutil.rmtree(trash, ignore_errors=True)
     return doomed

@@ -1,37 +1,67 @@
-"""The training configuration, validated once by Pydantic.
+"""The training configuration, validated once by Pydantic: the only place a default lives.
 
 ``TrainConfig.from_any`` takes a plain dict, an OmegaConf ``DictConfig`` (what Hydra
 composes from ``configs/train.yaml``) or a ``TrainConfig``; unknown or ill-typed keys
-are reported all at once with their dotted paths. The data, encoder and model sections
-keep extra keys: they are passed on to the dataset function, the encoder and the model
-builder, which check them against their own signatures.
+are reported all at once with their dotted paths. The YAML files in ``configs/`` hold only
+what a choice changes; a test composes every choice through Hydra and through this schema
+and checks that they agree. The data, encoder and model sections keep extra keys: they are
+passed on to the dataset function, the encoder and the model builder, which check them
+against their own signatures. An empty model section means the MLP of
+``configs/model/mlp.yaml``.
+
+Trust: a config passed here by the user (command line, their own files, Python) may name
+callables to import (``data.factory``, ``model.factory``, ``trainer.learning=pkg.mod:Rule``).
+A config read back from a checkpoint is data: :func:`check_untrusted` refuses any such key
+and any ``${...}`` interpolation before it is used.
 
 Example:
     >>> from tracetorch.training.config import TrainConfig
     >>> cfg = TrainConfig.from_any({"trainer": {"epochs": 2}, "optim": {"lr": 0.01}})
-    >>> cfg.trainer.epochs, cfg.optim.name, cfg.data.name
-    (2, 'adamw', 'digits')
+    >>> cfg.trainer.epochs, cfg.optim.name, cfg.data.name, cfg.data.batch_size, cfg.model["name"]
+    (2, 'adamw', 'digits', 32, 'mlp')
     >>> TrainConfig.from_any({"trainer": {"epoch": 2}})
     Traceback (most recent call last):
     ...
-    ValueError: invalid training config: trainer.epoch: Extra inputs are not permitted
+    ValueError: invalid training config: trainer.epoch: Extra inputs are not permitted (did you mean 'epochs'?)
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import difflib
+from functools import cache
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-__all__ = ["TrainConfig", "DataConfig", "EncoderConfig", "OptimConfig", "TrainerConfig"]
+__all__ = ["schema_defaults", "TrainConfig", "DataConfig", "EncoderConfig", "OptimConfig", "TrainerConfig", "UntrustedConfigError",
+           "check_untrusted", "default_model", "MODEL_DIR"]
+
+MODEL_DIR = "model"  # the model group inside the packaged configs (tracetorch.configs)
+Int = Annotated[int, Strict()]  # booleans are not integers here, as in the model builder
+MAX_SEED = 2**63 - 1
+
+
+@cache
+def _packaged_model(name: str) -> dict[str, Any]:
+    from importlib.resources import files
+
+    return yaml.safe_load((files("tracetorch.configs") / MODEL_DIR / f"{name}.yaml").read_text(encoding="utf-8"))
+
+
+def default_model() -> dict[str, Any]:
+    """The model an empty ``model`` section means: ``configs/model/mlp.yaml`` (a copy)."""
+    import copy
+
+    return copy.deepcopy(_packaged_model("mlp"))
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 class _Closed(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Open):
@@ -39,15 +69,15 @@ class DataConfig(_Open):
 
     name: str | None = "digits"
     factory: str | None = None
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(512, ge=1)
+    batch_size: Int = Field(32, ge=1)
+    eval_batch_size: Int = Field(512, ge=1)
 
 
 class EncoderConfig(_Open):
     """``name`` (rate, latency, direct), ``num_steps``; other keys go to the encoder."""
 
     name: str = "rate"
-    num_steps: int = Field(20, ge=1)
+    num_steps: Int = Field(20, ge=1)
 
 
 class OptimConfig(_Open):
@@ -55,26 +85,30 @@ class OptimConfig(_Open):
 
     name: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    scheduler: Literal["cosine", "step"] | None = None
-    step_size: int = Field(10, ge=1)
+    weight_decay: float = Field(0.01, ge=0)
+    scheduler: Literal["cosine", "step"] | None = "cosine"
+    step_size: Int = Field(10, ge=1)
     gamma: float = Field(0.1, gt=0)
     min_lr: float = Field(0.0, ge=0)
 
 
+LOGGERS = ("jsonl", "rich", "tensorboard", "mlflow")
+
+
 class TrainerConfig(_Closed):
-    """How to train: epochs, learning rule, readout, device, checkpoints.
+    """How to train: epochs, learning rule, readout, device, checkpoints, where metrics go.
 
     ``learning``: ``bptt`` (whole sequence), ``tbptt`` (``detach_every = k`` steps per
     backward), ``trace`` (online, no BPTT: presynaptic traces, see
     :mod:`tracetorch.online`; ``update_every`` steps per optimizer step, null: once per
-    sequence). Unset, it is ``tbptt`` when ``detach_every`` is set, else ``bptt``.
+    sequence), any rule registered with :func:`tracetorch.training.rules.register_rule`, or
+    ``pkg.mod:Rule``. Unset, it is ``tbptt`` when ``detach_every`` is set, else ``bptt``.
     """
 
-    epochs: int = Field(10, ge=1)
-    learning: Literal["bptt", "tbptt", "trace"] | None = None
-    detach_every: int | None = Field(None, ge=1)
-    update_every: int | None = Field(None, ge=1)
+    epochs: Int = Field(10, ge=1)
+    learning: str | None = None
+    detach_every: Int | None = Field(None, ge=1)
+    update_every: Int | None = Field(None, ge=1)
     readout: Literal["mean", "per_step", "last"] = "mean"
     grad_clip: float | None = Field(1.0, gt=0)
     device: str = "auto"
@@ -82,61 +116,140 @@ class TrainerConfig(_Closed):
     resume: str | None = None
     run_dir: str | None = None
     checkpoint: bool = True
-    checkpoint_every: int | None = Field(None, ge=1)
-    keep_checkpoints: int | None = Field(None, ge=1)
+    checkpoint_every: Int | None = Field(None, ge=1)
+    keep_checkpoints: Int | None = Field(None, ge=1)
     nan_policy: Literal["stop", "skip"] = "stop"
     plots: bool = True
     progress: bool = True
-    eval_every: int = Field(1, ge=1)
-    limit_train_batches: int | None = Field(None, ge=1)
-    limit_test_batches: int | None = Field(None, ge=1)
+    loggers: list[Literal["jsonl", "rich", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["jsonl", "rich"])
+    mlflow_uri: str | None = None
+    eval_every: Int = Field(1, ge=1)
+    limit_train_batches: Int | None = Field(None, ge=1)
+    limit_test_batches: Int | None = Field(None, ge=1)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        kind = value.split(":", 1)[0]
+        if value != "auto" and kind not in ("cpu", "cuda"):
+            raise ValueError(f"trainer.device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _resolve_learning(self) -> TrainerConfig:
+        from tracetorch.training.rules import check_rule_options
+
         if self.learning is None:
             self.learning = "bptt" if self.detach_every is None else "tbptt"
-        if self.learning == "bptt" and self.detach_every is not None:
-            raise ValueError("trainer.detach_every is the truncation window of learning=tbptt, not bptt")
-        if self.learning == "tbptt" and self.detach_every is None:
-            raise ValueError("trainer.learning=tbptt needs trainer.detach_every (steps per backward)")
-        if self.learning == "trace" and self.detach_every is not None:
-            raise ValueError("learning=trace detaches every step; set trainer.update_every (steps per optimizer step), "
-                             "not trainer.detach_every")
-        if self.learning != "trace" and self.update_every is not None:
-            raise ValueError(f"trainer.update_every applies to learning=trace only (got learning={self.learning})")
+        check_rule_options(self)
         return self
 
 
 class TrainConfig(_Closed):
     """The whole run: ``seed`` plus one section per config group."""
 
-    seed: int = 0
+    seed: Int = Field(0, ge=0, le=MAX_SEED)
     data: DataConfig = DataConfig()
     encoder: EncoderConfig = EncoderConfig()
-    model: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=default_model)
     trainer: TrainerConfig = TrainerConfig()
     optim: OptimConfig = OptimConfig()
+
+    @field_validator("model")
+    @classmethod
+    def _model_or_default(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return value or default_model()
 
     @classmethod
     def from_any(cls, config: Any) -> TrainConfig:
         """Validate a dict, a ``DictConfig`` or a ``TrainConfig`` (Hydra's own ``hydra`` key is dropped)."""
         if isinstance(config, TrainConfig):
             return config
-        try:
-            from omegaconf import DictConfig, OmegaConf
+        from omegaconf import DictConfig, OmegaConf
 
-            if isinstance(config, DictConfig):
-                config = OmegaConf.to_container(config, resolve=True)
-        except ImportError:  # pragma: no cover - omegaconf is a dependency
-            pass
+        if isinstance(config, DictConfig):
+            config = OmegaConf.to_container(config, resolve=True)
         if not isinstance(config, dict):
             raise TypeError(f"a training config must be a dict, DictConfig or TrainConfig, got {type(config).__name__}")
         config = {k: v for k, v in config.items() if k != "hydra"}
         try:
             return cls.model_validate(config)
         except ValidationError as err:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-            raise ValueError(f"invalid training config: {problems}") from None
+            raise ValueError(f"invalid training config: {'; '.join(_describe(e) for e in err.errors())}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
+
+
+def schema_defaults(section: type[BaseModel] | None = None) -> dict[str, Any]:
+    """Every key's default as written in the schema (unvalidated, so ``learning`` stays None), model section excluded.
+
+    ``tracetorch.configs`` registers this as Hydra's base config (``tt_defaults``), so the
+    YAML files hold only what a choice changes.
+    """
+    out: dict[str, Any] = {}
+    for name, field in (section or TrainConfig).model_fields.items():
+        if section is None and name == "model":
+            continue
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            out[name] = schema_defaults(annotation)
+        else:
+            out[name] = field.get_default(call_default_factory=True)
+    return out
+
+
+def _describe(error: Any) -> str:
+    """``dotted.path: message``, with a close-match suggestion for a misspelt key."""
+    loc = [str(p) for p in error["loc"]]
+    text = f"{'.'.join(loc)}: {error['msg']}"
+    if error["type"] == "extra_forbidden" and loc:
+        section: type[BaseModel] = TrainConfig
+        for part in loc[:-1]:
+            field = section.model_fields.get(part)
+            annotation = getattr(field, "annotation", None)
+            if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+                return text
+            section = annotation
+        close = difflib.get_close_matches(loc[-1], list(section.model_fields), n=1)
+        if close:
+            text += f" (did you mean {close[0]!r}?)"
+    return text
+
+
+class UntrustedConfigError(ValueError):
+    """A config read from a file that may come from a stranger names code or an interpolation."""
+
+
+CALLABLE_KEYS = (("data", "factory"), ("model", "factory"))
+
+
+def check_untrusted(config: Any, source: str) -> None:
+    """Refuse what a config read from ``source`` (a checkpoint) may not do: name callables or interpolate.
+
+    Callables come only from the command line, the user's own config files or the
+    registries; ``${...}`` (``oc.env``, any resolver, unbounded ``${a}${a}`` chains) is
+    never resolved in such a config.
+    """
+    if not isinstance(config, dict):
+        raise UntrustedConfigError(f"{source}: expected a mapping, got {type(config).__name__}")
+    for section, key in CALLABLE_KEYS:
+        part = config.get(section)
+        if isinstance(part, dict) and part.get(key) is not None:
+            raise UntrustedConfigError(
+                f"{source}: {section}.{key}={part[key]!r} names code to import; a checkpoint's config may not (pass "
+                f"{section}.{key}=... on the command line yourself if you trust it)")
+    learning = (config.get("trainer") or {}).get("learning") if isinstance(config.get("trainer"), dict) else None
+    if isinstance(learning, str) and ":" in learning:
+        raise UntrustedConfigError(f"{source}: trainer.learning={learning!r} names code to import; a checkpoint's config "
+                                   f"may name registered learning rules only")
+    stack: list[tuple[str, Any]] = [("", config)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{path}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, str) and "${" in value:
+            raise UntrustedConfigError(f"{source}: {path} holds an interpolation ({value[:60]!r}); a checkpoint's config "
+                                       f"is never resolved")
