@@ -222,26 +222,6 @@ def test_fallback_when_the_compiled_kernel_is_unavailable(monkeypatch: pytest.Mo
     assert torch.equal(layer.pos_mem, expected.pos_mem)
 
 
-@pytest.mark.parametrize("built", [True, False])
-def test_a_build_is_announced_and_a_cached_library_is_not(caplog: pytest.LogCaptureFixture, built: bool) -> None:
-    assert cpu.available()  # the ops are registered in this process; the stubbed build below keeps them
-    cpu.load.cache_clear()
-    try:
-        with pytest.MonkeyPatch.context() as mp, caplog.at_level(logging.INFO, logger="tracetorch.kernels"):
-            mp.setattr(cpu, "_is_built", lambda name: built)
-            mp.setattr("torch.utils.cpp_extension.load", lambda **kwargs: None)  # the ops stay registered
-            assert cpu.load() is not None
-    finally:
-        cpu.load.cache_clear()
-    expected = [] if built else ["traceTorch: building the C++ kernels, once per machine (about 2 minutes on 2 cores)"]
-    assert [r.getMessage() for r in caplog.records] == expected
-
-
-def test_the_compiled_library_is_found_in_the_cache() -> None:
-    name, _ = cpu._build_flags()
-    assert cpu._is_built(name) == cpu.available()
-
-
 def test_missing_compiler_logs_one_warning(caplog: pytest.LogCaptureFixture) -> None:
     cpu.load.cache_clear()
     try:

@@ -11,6 +11,8 @@ import sys
 import pytest
 from train_support import REPO, env_with_support, run_cli
 
+from tracetorch.kernels import cpu
+
 QUICK = ["trainer.epochs=1", "trainer.limit_train_batches=4", "data.batch_size=32", "encoder.num_steps=5",
          "trainer.progress=false"]
 
@@ -63,6 +65,8 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     assert install.returncode == 0, install.stderr[-3000:]
     env = env_with_support()
     env["PYTHONPATH"] = os.pathsep.join([str(target), env["PYTHONPATH"]])
+    # its own kernel cache, left unbuilt (the reference kernels): the developer's cache is never touched
+    env["TORCH_EXTENSIONS_DIR"], env["TRACETORCH_KERNELS"] = str(tmp_path / "torch_ext"), "reference"
     script = target / "bin" / "tt-train"
     shown = subprocess.run([str(script), "--help"], cwd=elsewhere, env=env,
                            capture_output=True, text=True, timeout=120)
@@ -76,3 +80,10 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
                           cwd=elsewhere, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (elsewhere / "run" / "metrics.jsonl").is_file()
+    assert not list((tmp_path / "torch_ext").glob("tracetorch_kernels_*"))
+    # the installed copy of the kernel sources maps to the same cache entry as this checkout's: content, not path
+    planned = subprocess.run([sys.executable, "-m", "tracetorch.kernels", "build", "--dry-run"], cwd=elsewhere, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert planned.returncode == 0, planned.stderr[-3000:]
+    assert f"key        {cpu.build_plan().key}\n" in planned.stdout
+    assert f"directory  {tmp_path / 'torch_ext'}" in planned.stdout

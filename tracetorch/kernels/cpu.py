@@ -7,24 +7,40 @@ that registers its ops under ``torch.ops.tracetorch_kernels``: ``neuron_forward`
 ``neuron_backward`` (the fused neuron sequences) and ``binary_rows``, ``event_linear_forward``,
 ``event_linear_grad_weight``, ``bernoulli_spikes`` (event-driven ops)
 (``TORCH_LIBRARY``, which needs only light ATen headers: the build takes a fraction of a
-``torch/extension.h`` one). The build happens once per machine and is cached by PyTorch (``TORCH_EXTENSIONS_DIR``,
-default ``~/.cache/torch_extensions``); later imports only load the shared library. When no
-C++ compiler is available (or the build fails) :func:`load` returns ``None`` and logs one
-warning; the sequence mode then uses the plain-PyTorch reference path.
+``torch/extension.h`` one).
+
+The build cache: each build lives in ``$TORCH_EXTENSIONS_DIR`` (default
+``~/.cache/torch_extensions/<python>_<accelerator>``) under ``tracetorch_kernels_<cpu>_<key>``,
+where ``<key>`` (:func:`cache_key`) hashes the sources' and headers' contents, the torch and
+Python versions and the compiler flags, never their path: two clones or venvs with the same
+sources share one build, different sources get their own, and several builds coexist. The
+sources are copied into the build directory (``src/``) and compiled from there. Every build
+is announced (INFO on the ``tracetorch.kernels`` logger, or stderr when the program set up no
+logging) with its directory, and reports its progress (parts done, elapsed time) while it runs;
+``python -m tracetorch.kernels build`` builds ahead of time. When no C++ compiler is available
+(or the build fails) :func:`load` returns ``None`` and logs one warning; the sequence mode
+then uses the plain-PyTorch reference path.
 
 Example:
     >>> from tracetorch.kernels import cpu
     >>> cpu.available() in (True, False)
     True
+    >>> plan = cpu.build_plan()
+    >>> plan.directory.name == f"tracetorch_kernels_{plan.variant}_{plan.key}"
+    True
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import os
 import shutil
 import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -34,16 +50,21 @@ from torch import Tensor
 
 from tracetorch.kernels.fused import Meta
 
-__all__ = ["load", "available", "release_pool", "CpuBackend", "SOURCES", "HEADERS"]
+__all__ = ["load", "available", "release_pool", "CpuBackend", "SOURCES", "HEADERS", "BuildPlan", "build_plan", "cache_key",
+           "extensions_root"]
 
 log = logging.getLogger("tracetorch.kernels")
 FALLBACK = "neuron sequences, event-driven Linear and spike draws use the slower plain PyTorch paths"
+PREFIX = "tracetorch_kernels"
+BUILD_TIME = "about 2 minutes on 2 cores"
+PROGRESS_SECONDS = 10.0
 _HERE = Path(__file__).parent
 # the longest compiles first, so that the parallel build ends together
 SOURCES = tuple(_HERE / name for name in ("neuron_backward_dual.cpp", "neuron_backward_single.cpp",
                                           "neuron_forward_dual.cpp", "neuron_forward_single.cpp", "events_cpu.cpp",
                                           "neuron_cpu.cpp"))
 HEADERS = (_HERE / "neuron_kernels.h", _HERE / "tensor_pool.h")
+LDFLAGS = ("-fopenmp",)
 
 
 def _cpu_flags() -> set[str]:
@@ -58,14 +79,155 @@ def _cpu_flags() -> set[str]:
 
 
 def _build_flags() -> tuple[str, list[str]]:
-    """(extension name, compiler flags) for this CPU: AVX-512 and AVX2/FMA builds get their own cache entries."""
+    """(CPU variant, compiler flags) for this CPU: AVX-512 and AVX2/FMA builds get their own cache entries."""
     flags = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math"]
     if {"avx512f", "avx512dq", "avx512bw", "avx512vl"} <= _cpu_flags():
-        return "tracetorch_neuron_cpu_avx512", [*flags, "-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512bw",
-                                                "-mavx512vl", "-mprefer-vector-width=512"]
+        return "avx512", [*flags, "-mavx2", "-mfma", "-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl",
+                          "-mprefer-vector-width=512"]
     if {"avx2", "fma"} <= _cpu_flags():
-        return "tracetorch_neuron_cpu_avx2", [*flags, "-mavx2", "-mfma"]
-    return "tracetorch_neuron_cpu", flags
+        return "avx2", [*flags, "-mavx2", "-mfma"]
+    return "generic", flags
+
+
+def cache_key(sources: Sequence[str | Path], flags: Sequence[str]) -> str:
+    """16 hex digits naming one build: the files' names and contents, torch and Python versions, compiler and flags.
+
+    The files' directories do not count, so identical sources in two clones share one build.
+
+    Example:
+        >>> from tracetorch.kernels.cpu import SOURCES, HEADERS, cache_key
+        >>> key = cache_key([*SOURCES, *HEADERS], ["-O3"])
+        >>> len(key), key == cache_key([*SOURCES, *HEADERS], ["-O3"]), key == cache_key([*SOURCES, *HEADERS], ["-O2"])
+        (16, True, False)
+    """
+    digest = hashlib.sha256()
+    for source in sources:
+        path = Path(source)
+        content = path.read_bytes()
+        digest.update(f"{path.name}\0{len(content)}\0".encode())
+        digest.update(content)
+    versions = (torch.__version__, f"py{sys.version_info.major}.{sys.version_info.minor}", os.environ.get("CXX", "c++"))
+    digest.update("\0".join([*versions, *flags, *LDFLAGS]).encode())
+    return digest.hexdigest()[:16]
+
+
+def _cpp_extension() -> Any:
+    """``torch.utils.cpp_extension``, imported without its warning about CUDA_HOME (irrelevant to a CPU build)."""
+    quiet = logging.getLogger("torch.utils.cpp_extension")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        from torch.utils import cpp_extension
+    finally:
+        quiet.setLevel(level)
+    return cpp_extension
+
+
+def extensions_root() -> Path:
+    """PyTorch's extension cache: ``$TORCH_EXTENSIONS_DIR``, else its per-Python, per-accelerator default folder."""
+    cpp_extension = _cpp_extension()
+    build_directory = getattr(cpp_extension, "_get_build_directory", None)
+    if build_directory is None:  # not in this torch version: the documented default
+        return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or cpp_extension.get_default_build_root())
+    return Path(build_directory("", False))
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """One build of the kernels: its CPU variant, flags, cache key and directory."""
+
+    variant: str
+    cflags: tuple[str, ...]
+    key: str
+    root: Path
+    sources: tuple[Path, ...] = SOURCES
+    headers: tuple[Path, ...] = HEADERS
+
+    @property
+    def name(self) -> str:
+        return f"{PREFIX}_{self.variant}_{self.key}"
+
+    @property
+    def directory(self) -> Path:
+        return self.root / self.name
+
+    @property
+    def library(self) -> Path:
+        return self.directory / f"{self.name}.so"
+
+    @property
+    def built(self) -> bool:
+        """Whether the library is in the cache (then loading it takes a second)."""
+        return self.library.is_file()
+
+    @property
+    def parts(self) -> int:
+        """Compile steps of a build: one object file per source, then the link."""
+        return len(self.sources) + 1
+
+    def parts_done(self) -> int:
+        objects = sum((self.directory / f"{source.stem}.o").is_file() for source in self.sources)
+        return objects + self.built
+
+    def others(self) -> list[Path]:
+        """The other cached builds of this CPU variant (other sources, torch versions or flags)."""
+        return sorted(path for path in self.root.glob(f"{PREFIX}_{self.variant}_*")
+                      if path != self.directory and (path / f"{path.name}.so").is_file())
+
+    def stage(self) -> list[str]:
+        """Copy the sources and headers into ``<directory>/src`` (only the missing ones); returns the sources to compile."""
+        staged = self.directory / "src"
+        staged.mkdir(parents=True, exist_ok=True)
+        for path in (*self.sources, *self.headers):
+            target = staged / path.name
+            if not target.is_file():  # an existing copy has this key's content; rewriting it would make ninja rebuild
+                partial = staged / f".{path.name}.{os.getpid()}.tmp"
+                shutil.copyfile(path, partial)
+                os.replace(partial, target)
+        return [str(staged / source.name) for source in self.sources]
+
+
+def build_plan(sources: Sequence[Path] | None = None, headers: Sequence[Path] | None = None) -> BuildPlan:
+    """The build this machine needs (of :data:`SOURCES` and :data:`HEADERS` unless given): CPU variant and flags from
+    ``/proc/cpuinfo``, key from :func:`cache_key`, directory in :func:`extensions_root`."""
+    variant, cflags = _build_flags()
+    sources = SOURCES if sources is None else sources
+    headers = HEADERS if headers is None else headers
+    return BuildPlan(variant, tuple(cflags), cache_key([*sources, *headers], cflags), extensions_root(), tuple(sources),
+                     tuple(headers))
+
+
+def say(message: str) -> None:
+    """Report build news: INFO on ``tracetorch.kernels``, or stderr when the program configured no logging at all."""
+    if log.hasHandlers():
+        log.info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
+def announce(plan: BuildPlan) -> None:
+    """The line every build starts with: where it goes and why."""
+    others = plan.others()
+    why = (f"; the sources, torch version or flags differ from the {len(others)} other cached build(s)" if others
+           else "")
+    say(f"traceTorch: building the C++ kernels ({BUILD_TIME}) in {plan.directory}{why}")
+
+
+def build_with_progress(build: Callable[[], object], plan: BuildPlan, interval: float | None = None) -> None:
+    """Run ``build`` in a thread; every ``interval`` seconds (:data:`PROGRESS_SECONDS`) report the parts done and the
+    time taken so far."""
+    interval = PROGRESS_SECONDS if interval is None else interval
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tracetorch-build") as pool:
+        future = pool.submit(build)
+        while True:
+            try:
+                future.result(timeout=interval)
+                break
+            except concurrent.futures.TimeoutError:
+                say(f"traceTorch: building the C++ kernels: {plan.parts_done()}/{plan.parts} parts done, "
+                    f"{time.monotonic() - started:.0f} s")
+    say(f"traceTorch: built the C++ kernels in {time.monotonic() - started:.0f} s")
 
 
 def _pool_limit_mib() -> int:
@@ -78,12 +240,14 @@ def _pool_limit_mib() -> int:
     return min(int(value), 1 << 30)  # 1 PiB: more than any machine, and still a 64-bit byte count
 
 
-def _is_built(name: str) -> bool:
-    """Whether PyTorch's extension cache already holds the library ``name`` (then loading takes a second)."""
-    from torch.utils import cpp_extension
-
-    build_directory = getattr(cpp_extension, "_get_build_directory", None)
-    return build_directory is not None and (Path(build_directory(name, False)) / f"{name}.so").exists()
+def unavailable_reason() -> str | None:
+    """Why the kernels cannot be built here (no compiler, ``TRACETORCH_NO_CPP``), or ``None``."""
+    if os.environ.get("TRACETORCH_NO_CPP"):
+        return "TRACETORCH_NO_CPP is set"
+    compiler = os.environ.get("CXX", "c++")
+    if shutil.which(compiler) is None:
+        return f"no C++ compiler ({compiler}) found"
+    return None
 
 
 @cache
@@ -94,33 +258,28 @@ def load() -> Any | None:
         ValueError: when ``$TRACETORCH_CPU_POOL_MB`` is set to something other than a whole number.
     """
     pool_limit = _pool_limit_mib()
-    if os.environ.get("TRACETORCH_NO_CPP"):
-        log.warning("traceTorch: TRACETORCH_NO_CPP is set; %s", FALLBACK)
-        return None
-    compiler = os.environ.get("CXX", "c++")
-    if shutil.which(compiler) is None:
-        log.warning("traceTorch: no C++ compiler (%s) found; %s", compiler, FALLBACK)
+    reason = unavailable_reason()
+    if reason is not None:
+        log.warning("traceTorch: %s; %s", reason, FALLBACK)
         return None
     venv_bin = Path(sys.executable).parent
     if shutil.which("ninja") is None and (venv_bin / "ninja").exists():  # the ninja wheel of an unactivated venv
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     try:
-        quiet = logging.getLogger("torch.utils.cpp_extension")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # its import warns about CUDA_HOME, irrelevant to a CPU build
-        try:
-            from torch.utils.cpp_extension import load as build
-        finally:
-            quiet.setLevel(level)
+        torch_load = _cpp_extension().load
+        plan = build_plan()
+        built = plan.built
+        sources = plan.stage()
 
-        name, cflags = _build_flags()
-        if not _is_built(name):
-            log.info("traceTorch: building the C++ kernels, once per machine (about 2 minutes on 2 cores)")
-        # torch rebuilds when a source or a flag changes, not a header: put the headers' hash in a flag
-        digest = hashlib.sha1(b"".join(header.read_bytes() for header in HEADERS)).hexdigest()[:12]
-        cflags = [*cflags, f"-DTRACETORCH_HEADERS={digest}"]
-        build(name=name, sources=[str(source) for source in SOURCES], extra_cflags=cflags, extra_ldflags=["-fopenmp"],
-              is_python_module=False, verbose=False)
+        def build() -> object:
+            return torch_load(name=plan.name, sources=sources, extra_cflags=list(plan.cflags), extra_ldflags=list(LDFLAGS),
+                              build_directory=str(plan.directory), is_python_module=False, verbose=False)
+
+        if built:
+            build()  # ninja finds everything up to date; torch loads the library
+        else:
+            announce(plan)
+            build_with_progress(build, plan)
         torch.ops.tracetorch_kernels.pool_set_limit(pool_limit)
         return torch.ops.tracetorch_kernels
     except Exception as err:  # noqa: BLE001 - any build failure means: use the reference path
