@@ -38,15 +38,30 @@ __all__ = ["build_model", "load_spec", "model_to_spec", "read_document"]
 
 Source = ModelSpec | Mapping[str, Any] | str | Path
 Problems = list[tuple[Loc, str]]
+MAX_SPEC_BYTES = 16 << 20  # a model file is a page of YAML; 16 MiB leaves room for generated ones
 
 
 def read_document(source: str | Path) -> tuple[Any, dict[Loc, int]]:
     """Read a YAML file into ``(data, lines)``; unreadable files and YAML errors raise ``SpecError``."""
     path = Path(source)
+
+    def refuse(reason: str) -> SpecError:
+        return SpecError([SpecIssue(str(path), None, reason)], str(path))
+
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.exists() and not path.is_file():
+            raise refuse("not a regular file (a directory, FIFO or device); give a YAML file")
+        if path.is_file() and path.stat().st_size > MAX_SPEC_BYTES:
+            raise refuse(f"{path.stat().st_size:,} bytes is more than a model file may hold ({MAX_SPEC_BYTES:,})")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+        if len(data) > MAX_SPEC_BYTES:
+            raise refuse(f"more than {MAX_SPEC_BYTES:,} bytes; a model file may hold at most that")
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise refuse(f"not UTF-8 text (byte {err.start}: {err.reason}); save the file as UTF-8") from None
     except OSError as err:
-        raise SpecError([SpecIssue(str(path), None, f"cannot read the file: {err.strerror or err}")], str(path)) from None
+        raise refuse(f"cannot read the file: {err.strerror or err}") from None
     data, lines, problems = load_yaml(text)
     if problems:
         issues = [SpecIssue(format_loc(loc), line or None, message) for loc, line, message in problems]

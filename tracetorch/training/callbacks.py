@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,10 @@ class MLflowLogger(Callback):
 
     def __init__(self, run_dir: Path, uri: str | None, config: dict[str, Any]) -> None:
         self.mlflow = _require("mlflow", "mlflow", "mlflow")
-        self.client = self.mlflow.MlflowClient(tracking_uri=uri or (run_dir.resolve().parent / "mlruns").as_uri())
+        if uri is None:  # a plain local folder: MLflow's file store, which MLflow 3 only keeps behind this switch
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+            uri = (run_dir.resolve().parent / "mlruns").as_uri()
+        self.client = self.mlflow.MlflowClient(tracking_uri=uri)
         experiment = self.client.get_experiment_by_name("tracetorch")
         experiment_id = experiment.experiment_id if experiment else self.client.create_experiment("tracetorch")
         self.run_id = self.client.create_run(experiment_id, run_name=run_dir.name).info.run_id

@@ -42,7 +42,7 @@ from typing import Annotated, Any
 import numpy as np
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from torch import Tensor, nn
 
 from tracetorch.core.model import iter_layers
@@ -395,7 +395,7 @@ class _Meter(BaseModel):
     skipped: int = Field(0, ge=0)
 
 
-Metric = Annotated[float | int | str | None, Field(union_mode="left_to_right")]
+Metric = Annotated[int, Strict()] | Annotated[float, Strict()] | Annotated[str, Strict()] | None
 
 
 class _Record(BaseModel):
@@ -418,9 +418,14 @@ class _TrainerState(BaseModel):
 def validate_trainer_state(skeleton: Any, path: Path) -> None:
     """Check ``trainer.json``'s structure before anything uses it: one :class:`CheckpointError` naming the field."""
     try:
-        state = _TrainerState.model_validate(skeleton)
-        for record in state.history:
-            _Record.model_validate(record)
+        _TrainerState.model_validate(skeleton)
+        for index, record in enumerate(skeleton["history"]):
+            try:
+                _Record.model_validate(record)
+            except ValidationError as err:
+                first = err.errors()[0]
+                where = ".".join(str(p) for p in ("history", index, *first["loc"]))
+                raise CheckpointError(f"{path}: {where}: {first['msg']}") from None
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"

@@ -34,8 +34,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
-__all__ = ["schema_defaults", "TrainConfig", "DataConfig", "EncoderConfig", "OptimConfig", "TrainerConfig", "UntrustedConfigError",
-           "check_untrusted", "default_model", "MODEL_DIR"]
+__all__ = ["schema_defaults", "TrainConfig", "DataConfig", "EncoderConfig", "OptimConfig", "TrainerConfig",
+           "UntrustedConfigError", "check_untrusted", "default_model", "MODEL_DIR"]
 
 MODEL_DIR = "model"  # the model group inside the packaged configs (tracetorch.configs)
 Int = Annotated[int, Strict()]  # booleans are not integers here, as in the model builder
@@ -133,6 +133,15 @@ class TrainerConfig(_Closed):
         kind = value.split(":", 1)[0]
         if value != "auto" and kind not in ("cpu", "cuda"):
             raise ValueError(f"trainer.device must be auto, cpu, cuda or cuda:N, got {value!r}")
+        return value
+
+    @field_validator("learning")
+    @classmethod
+    def _known_rule(cls, value: str | None) -> str | None:
+        if value is not None and ":" not in value:
+            from tracetorch.training.rules import get_rule
+
+            get_rule(value)
         return value
 
     @model_validator(mode="after")

@@ -377,20 +377,27 @@ class Trainer:
         return self.run_dir is not None and self.config.trainer.checkpoint
 
     def plot(self) -> None:
-        """``curves.png`` (loss/accuracy) and ``raster.png`` (one test sample) in the run dir."""
+        """``curves.png`` (loss/accuracy) and ``raster.png`` (inputs, events and membrane of one test sample)."""
         from tracetorch.training.plots import plot_curves, plot_raster, record_sample
 
         assert self.run_dir is not None
+        cfg = self.config
         if self.history:
-            plot_curves(self.history, self.run_dir / "curves.png")
+            settings = {"model": cfg.model.get("name", "model"), "encoder": cfg.encoder.name, "steps": self.num_steps,
+                        "learning": cfg.trainer.learning, "lr": cfg.optim.lr, "batch": cfg.data.batch_size}
+            plot_curves(self.history, self.run_dir / "curves.png", run_name=self.run_dir.name, settings=settings)
         x, y = self._inputs(self.splits.test, torch.arange(1), self._generator(STREAM_PLOT))
         was_training = self.model.training
         self.model.eval()
         self._zero_states()
         spikes, membrane = record_sample(self.model, x)
         self._zero_states()
+        with torch.no_grad():
+            predicted = int(self.readout.logits(run_sequence(self.model, x).float()).argmax(-1)[0])
+        self._zero_states()
         self.model.train(was_training)
-        plot_raster(spikes, membrane, self.run_dir / "raster.png", title=f"test sample 0 (label {int(y[0])})")
+        plot_raster(spikes, membrane, self.run_dir / "raster.png", title=f"test sample 0 (label {int(y[0])})",
+                    inputs=x[:, 0], predicted=predicted)
 
     def trainer_state(self) -> dict[str, Any]:
         return {
