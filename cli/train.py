@@ -34,12 +34,11 @@ _created: set[Path] = set()
 def run(cfg: DictConfig) -> float:
     """Train with a composed config; returns the best test accuracy (what sweepers optimize)."""
     from hydra.core.hydra_config import HydraConfig
-    from rich.console import Console
 
     from tracetorch.training import Interrupted, Trainer
-    from tracetorch.training.progress import summary_table
+    from tracetorch.training.progress import make_console, summary_table
 
-    console = Console(soft_wrap=True)
+    console = make_console()
     run_dir = None
     try:
         config = resolve_config(cfg).to_dict()

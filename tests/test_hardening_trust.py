@@ -342,15 +342,16 @@ def test_a_long_document_without_aliases_is_not_an_alias_bomb(tmp_path):
     assert problems == [] and len(data["notes"]) == 100_050
 
 
-def test_ctrl_c_during_tt_eval_start_up_is_one_line(run, tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", "tracetorch.cli.eval", str(latest_checkpoint(run))], cwd=tmp_path,
-                               env=env_with_support(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+def test_ctrl_c_during_tt_eval_is_one_line(run, tmp_path):
+    code = ("import sys, time, tracetorch.cli.eval as cli, tracetorch.training.resume as r; real = r._trainer_for\n"
+            "def slow(*a, **k):\n    print('ready', flush=True); time.sleep(30); return real(*a, **k)\n"
+            "r._trainer_for = slow; cli.main(sys.argv[1:])")
+    process = subprocess.Popen([sys.executable, "-c", code, str(latest_checkpoint(run))], cwd=tmp_path, env=env_with_support(),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
     process.send_signal(signal.SIGINT)
     _, err = process.communicate(timeout=60)
-    assert process.returncode in (0, 130)
-    if process.returncode == 130:
-        assert err == "tt-eval: interrupted\n"
+    assert (process.returncode, err) == (130, "tt-eval: interrupted\n")
 
 
 # ---- weak spots ----------------------------------------------------------------------------------------

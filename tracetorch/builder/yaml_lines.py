@@ -46,7 +46,8 @@ def load_yaml(text: str) -> tuple[Any, dict[Loc, int], list[tuple[Loc, int, str]
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
         reason = ": ".join(p for p in (err.context, err.problem) if p)
-        return None, {}, [((), line or 0, f"YAML syntax error: {reason}")]
+        column = f" (column {mark.column + 1})" if mark is not None else ""
+        return None, {}, [((), line or 0, f"YAML syntax error{column}: {reason}")]
     except yaml.YAMLError as err:
         return None, {}, [((), 0, f"YAML error: {err}")]
     finally:

@@ -83,9 +83,9 @@ class ConsoleLogger(Callback):
     """Progress bars on a terminal (``trainer.progress``), else one plain line per epoch; every epoch line is logged."""
 
     def __init__(self, bars: bool = True, console: Any = None) -> None:
-        from rich.console import Console
+        from tracetorch.training.progress import make_console
 
-        self.console = console or Console()
+        self.console = console or make_console()
         self.bars = bars and self.console.is_terminal
         self.progress: Any = None
 

@@ -20,13 +20,26 @@ from rich.table import Table
 
 from tracetorch.training.metrics import Meter
 
-__all__ = ["RichProgress", "summary_table", "format_value"]
+__all__ = ["RichProgress", "summary_table", "format_value", "make_console"]
+
+WIDE = 200  # columns when writing to a file or pipe, where rich would otherwise assume 80 and cut tables
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console that wraps nothing and, off a terminal, is wide enough for whole tables."""
+    console = Console(stderr=stderr, soft_wrap=True)
+    return console if console.is_terminal else Console(stderr=stderr, soft_wrap=True, width=WIDE)
 
 
 def format_value(value: Any) -> str:
+    """One style everywhere: integers with thousands separators, rates and seconds to one decimal, metrics to four."""
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
     if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"
-    return "-" if value is None else str(value)
+        return f"{value:,.1f}" if abs(value) >= 100 else f"{value:.4f}"
+    return str(value)
 
 
 def summary_table(summary: dict[str, Any], title: str = "Training summary") -> Table:
@@ -43,7 +56,7 @@ class RichProgress:
     """Epoch and batch progress bars (use as a context manager around ``Trainer.fit``)."""
 
     def __init__(self, total_epochs: int, start_epoch: int = 0, console: Console | None = None) -> None:
-        self.console = console or Console()
+        self.console = console or make_console()
         self.progress = Progress(
             TextColumn("[bold]{task.description}"),
             BarColumn(),
@@ -77,7 +90,6 @@ class RichProgress:
         test = "not evaluated" if record["test_accuracy"] is None else (
             f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}")
         self.progress.update(self.epochs, advance=1, stats=test)
-        self.progress.console.log(
-            f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "
-            f"{test} | spike rate {record['spike_rate']:.3f} | {record['samples_per_s']:,.0f} samples/s"
-        )
+        from tracetorch.training.callbacks import epoch_line
+
+        self.progress.console.print(epoch_line(record), markup=False, highlight=False)

@@ -73,10 +73,9 @@ def write_summary(sweep_dir: str | Path, rows: list[dict[str, Any]]) -> Path:
 
 
 def print_summary(rows: list[dict[str, Any]], path: Path | None = None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    from tracetorch.training.progress import format_value
+    from tracetorch.training.progress import format_value, make_console
 
     table = Table(title=f"Sweep summary ({len(rows)} runs)")
     columns = ("job", "params", "best_test_accuracy", "best_epoch", "final_test_accuracy", "samples_per_s", "status")
@@ -84,7 +83,7 @@ def print_summary(rows: list[dict[str, Any]], path: Path | None = None) -> None:
         table.add_column(column, justify="left" if column in ("params", "status") else "right")
     for row in rows:
         table.add_row(*(format_value(row[c]) for c in columns))
-    console = Console()
+    console = make_console()
     console.print(table)
     if path is not None:
         console.print(f"summary written to {path}")
