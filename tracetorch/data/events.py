@@ -10,8 +10,9 @@ sequence dataset (:class:`~tracetorch.data.Splits` with ``sequence=True``): samp
 channels), fed to the model as ``[T, B, ...]`` without an encoder. ``binarize`` (default)
 keeps a 1 where a bin holds any event: the input is then 0/1 spikes, which the
 event-driven ``Linear`` uses (:mod:`tracetorch.kernels.event_linear`). tonic's ``ToFrame``
-with ``n_time_bins`` slices ``[t0 + k w, t0 + (k + 1) w)`` with ``w = (t_last - t0) / T``, so
-events at exactly the last timestamp fall outside every bin.
+with ``n_time_bins`` slices ``[t0 + k w, t0 + (k + 1) w)`` with ``w = (t_last - t0) // T``
+(floor division), so the events at ``t0 + T w`` and later (the last timestamp at least)
+fall outside every bin; ``time_window`` slices from ``t0`` and keeps the incomplete last one.
 
 Files: without network (``download: auto`` checks), put the extracted files where tonic
 keeps them (:data:`LAYOUTS`, e.g. ``<root>/NMNIST/Train/<digit>/*.bin``); the archives
@@ -22,7 +23,8 @@ Cache: the binned frames of each split are stored in ``cache_dir`` (default
 plain ``.npy`` arrays (read with ``allow_pickle=False``, memory-mapped) and a JSON record
 of what they were built from. ``key`` hashes everything the frames depend on (dataset
 options, transforms, binning, tonic's version and the size and modification time of
-every source file), so changing any of them bins anew; the folder is safe to delete.
+every source file), so changing any of them bins anew. The folder is safe to delete, even
+during a run (the arrays are memory-mapped, so never overwrite its files in place).
 
 Example:
     >>> from tracetorch.data.events import expected_layout
@@ -417,7 +419,7 @@ def _named(dataset: str, label: str, classes: int, options: dict[str, Any]) -> S
 @register_dataset("tonic")
 def tonic_dataset(dataset: str | None = None, **options: Any) -> Splits:
     """``data=tonic data.dataset=NAME``: any tonic dataset class (options as :func:`load_events`)."""
-    if not dataset:
+    if not dataset or dataset == "???":
         raise ValueError("data=tonic needs data.dataset=NAME, a class of tonic.datasets (e.g. NMNIST, POKERDVS)")
     return call_with_checked_kwargs(functools.partial(load_events, dataset), options, f"tonic dataset {dataset!r}")
 
