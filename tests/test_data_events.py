@@ -12,9 +12,13 @@ import torch
 
 tonic = pytest.importorskip("tonic")
 
+from tracetorch.cli.config import check_overrides  # noqa: E402
+from tracetorch.cli.errors import USER_ERRORS  # noqa: E402
+
 from tracetorch.data import events as ev  # noqa: E402
 from tracetorch.data.datasets import DatasetMissingError, load_dataset  # noqa: E402
 from tracetorch.data.event_files import write_nmnist_bin, write_synthetic  # noqa: E402
+from tracetorch.training import Trainer  # noqa: E402
 
 NAMES = ("nmnist", "shd", "dvs_gesture")
 SENSORS = {"nmnist": (34, 34, 2), "shd": (700, 1, 1), "dvs_gesture": (128, 128, 2)}
@@ -80,7 +84,8 @@ def test_counts_time_window_and_downsample(root):
     options = {"root": str(folder), "download": False, "cache": False}
     counts = load_dataset({"name": "nmnist", **options, "n_time_bins": BINS, "binarize": False})
     window = load_dataset({"name": "nmnist", **options, "n_time_bins": 9, "time_window": 40_000.0})
-    small = load_dataset({"name": "nmnist", **options, "n_time_bins": BINS, "transforms": [{"Downsample": {"spatial_factor": 0.5}}]})
+    half = [{"Downsample": {"spatial_factor": 0.5}}]
+    small = load_dataset({"name": "nmnist", **options, "n_time_bins": BINS, "transforms": half})
     assert small.input_shape == (2, 17, 17) and counts.train.x.dtype == torch.int16
     order = np.argsort([label for _, label in written["nmnist"]["train"]], kind="stable")
     for row, index in enumerate(order):
@@ -194,11 +199,11 @@ def test_corrupt_shd_and_dvs_files_name_the_file(tmp_path):
 
 
 def test_tt_train_one_epoch_on_nmnist_files(root, tmp_path):
-    from train_support import run_cli
+    from train_support import env_with_support, run_cli
 
     folder, _ = root
     run_dir = tmp_path / "run"
-    env = {**__import__("train_support").env_with_support(), "TRACETORCH_KERNELS": "reference"}
+    env = {**env_with_support(), "TRACETORCH_KERNELS": "reference"}
     done = run_cli(["tracetorch.cli.train", "data=nmnist", "model=conv", f"data.root={folder}", "data.download=false",
                     "encoder.num_steps=6", "data.batch_size=4", "trainer.epochs=1", "trainer.device=cpu",
                     "trainer.progress=false", "trainer.plots=false", "trainer.checkpoint=false", f"hydra.run.dir={run_dir}"],
@@ -208,10 +213,9 @@ def test_tt_train_one_epoch_on_nmnist_files(root, tmp_path):
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 1 and records[0]["epoch"] == 1 and records[0]["step"] == 2
     assert 0 < records[0]["spike_rate"] < 1 and 0.0 <= records[0]["test_accuracy"] <= 1.0
-    missing = run_cli(["tracetorch.cli.train", "data=shd", f"data.root={tmp_path / 'none'}", "data.download=false",
-                       f"hydra.run.dir={tmp_path / 'r2'}"], tmp_path, env=env)
-    assert missing.returncode == 2
-    assert missing.stderr.strip().splitlines()[-1].startswith("tt-train: error: SHD files not found under data.root=")
+    config = check_overrides(["data=shd", f"data.root={tmp_path / 'none'}", "data.download=false"])
+    with pytest.raises(USER_ERRORS, match=r"^SHD files not found under data.root=.*none/SHD/shd_train.h5"):
+        Trainer(config)
 
 
 def test_events_encoder_refuses_images():
