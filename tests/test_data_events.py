@@ -17,7 +17,7 @@ from tracetorch.cli.errors import USER_ERRORS  # noqa: E402
 
 from tracetorch.data import events as ev  # noqa: E402
 from tracetorch.data.datasets import DatasetMissingError, load_dataset  # noqa: E402
-from tracetorch.data.event_files import write_nmnist_bin, write_synthetic  # noqa: E402
+from tracetorch.data.event_files import random_events, write_nmnist_bin, write_shd, write_synthetic  # noqa: E402
 from tracetorch.training import Trainer  # noqa: E402
 
 NAMES = ("nmnist", "shd", "dvs_gesture")
@@ -111,6 +111,21 @@ def test_generic_tonic_entry_matches_the_named_one(root):
         load_dataset({"name": "nmnist", "n_bins": 3, **options})
     with pytest.raises(ValueError, match="data.transforms: 'Blur' is not a tonic event transform"):
         load_dataset({"name": "nmnist", **options, "transforms": [{"Blur": {}}]})
+
+
+def test_generic_entry_reads_spiking_speech_commands(tmp_path):
+    rng = np.random.default_rng(3)
+    samples = {split: [(random_events(rng, 80, (700, 1, 1), 1_000_000), label) for label in labels]
+               for split, labels in (("train", [0, 34, 7]), ("test", [5, 2]))}
+    write_shd(tmp_path, samples, dataset="SSC")
+    splits = load_dataset({"name": "tonic", "dataset": "SSC", "root": str(tmp_path), "download": False, "n_time_bins": 5,
+                           "train_kwargs": {"split": "train"}, "test_kwargs": {"split": "test"}, "cache": False})
+    assert splits.input_shape == (700,) and splits.num_classes == 35 and splits.train.y.tolist() == [0, 34, 7]
+    for row, (events, _) in enumerate(samples["test"]):
+        assert splits.test.x[row].numpy().astype(np.int64).tolist() == reference_frames("shd", events, 5).tolist()
+    with pytest.raises(ev.EventFileError, match=r"SSC: train labels span \[0, 34\], outside the 20 classes"):
+        load_dataset({"name": "tonic", "dataset": "SSC", "root": str(tmp_path), "download": False, "num_classes": 20,
+                      "train_kwargs": {"split": "train"}, "test_kwargs": {"split": "test"}, "cache": False})
 
 
 def test_cache_bins_once_and_is_plain_npy(root, tmp_path, monkeypatch):

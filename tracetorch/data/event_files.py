@@ -75,14 +75,17 @@ def write_nmnist(root: str | Path, samples: dict[str, list[tuple[np.ndarray, int
     return base
 
 
-def write_shd(root: str | Path, samples: dict[str, list[tuple[np.ndarray, int]]]) -> Path:
-    """``root/SHD/shd_{train,test}.h5`` in the Heidelberg layout (times in seconds, units 0..699)."""
+def write_shd(root: str | Path, samples: dict[str, list[tuple[np.ndarray, int]]], dataset: str = "SHD") -> Path:
+    """``root/SHD/shd_{train,test}.h5`` in the Heidelberg layout (times in seconds, units 0..699).
+
+    ``dataset="SSC"`` writes the Spiking Speech Commands files (``root/SSC/ssc_{split}.h5``, same layout).
+    """
     import h5py
 
-    base = Path(root) / "SHD"
+    base = Path(root) / dataset
     base.mkdir(parents=True, exist_ok=True)
     for split, items in samples.items():
-        with h5py.File(base / f"shd_{split}.h5", "w") as file:
+        with h5py.File(base / f"{dataset.lower()}_{split}.h5", "w") as file:
             times = file.create_dataset("spikes/times", (len(items),), dtype=h5py.vlen_dtype(np.float32))
             units = file.create_dataset("spikes/units", (len(items),), dtype=h5py.vlen_dtype(np.uint16))
             for index, (events, _) in enumerate(items):

@@ -83,6 +83,8 @@ LAYOUTS: dict[str, Layout] = {
                      "{b}/Train/<digit>/<id>.bin and {b}/Test/<digit>/<id>.bin (N-MNIST's 5-byte events)"),
     "SHD": Layout({"train": "shd_train.h5", "test": "shd_test.h5"}, None,
                   "{b}/shd_train.h5 and {b}/shd_test.h5 (HDF5: spikes/times, spikes/units, labels)"),
+    "SSC": Layout({"train": "ssc_train.h5", "test": "ssc_test.h5", "valid": "ssc_valid.h5"}, None,
+                  "{b}/ssc_train.h5, {b}/ssc_test.h5 and {b}/ssc_valid.h5 (HDF5, as SHD)"),
     "DVSGesture": Layout({"train": "ibmGestureTrain", "test": "ibmGestureTest"}, "*/*.npy",
                          "{b}/ibmGestureTrain/user<NN>_<lighting>/<label>.npy and {b}/ibmGestureTest/... "
                          "(tonic's preprocessed release: [N, 4] x, y, p, t in ms)"),
@@ -119,8 +121,8 @@ def _reachable(url: str, timeout: float = 3.0) -> bool:
     return True
 
 
-def _open_split(cls: type, root: Path, split_kwargs: dict[str, Any], download: bool | str) -> Any:
-    """tonic's dataset object for one split; extracted files suffice, downloads only when allowed."""
+def _open_split(cls: type, root: Path, split: str, split_kwargs: dict[str, Any], download: bool | str) -> Any:
+    """tonic's dataset object for ``split`` (train or test); its extracted files suffice, downloads only when allowed."""
     layout = LAYOUTS.get(cls.__name__)
     name = cls.__name__
 
@@ -131,7 +133,7 @@ def _open_split(cls: type, root: Path, split_kwargs: dict[str, Any], download: b
     def check_exists(self: Any) -> bool:
         if layout is None:
             return cls._check_exists(self)
-        return all(layout.files(Path(self.location_on_system), split) for split in layout.paths)
+        return bool(layout.files(Path(self.location_on_system), split))
 
     def fetch(self: Any) -> None:
         if download is False or download == "false":
@@ -384,7 +386,7 @@ def load_events(
     cache_root = Path(cache_dir).expanduser() if cache_dir else root_path / "tracetorch_cache"
     parts = []
     for split, limit in (("train", train_subset), ("test", test_subset)):
-        ds = _open_split(cls, root_path, {**(dataset_kwargs or {}), **split_kwargs[split]}, download)
+        ds = _open_split(cls, root_path, split, {**(dataset_kwargs or {}), **split_kwargs[split]}, download)
         if len(ds) == 0:
             raise DatasetMissingError(f"{dataset}: no {split} samples under {root_path / dataset}; expected "
                                       f"{expected_layout(str(dataset), root_path)}")
@@ -400,6 +402,10 @@ def load_events(
         x, y = _cached_split(folder, params, ds, indices, binning, made, native)
         parts.append((torch.from_numpy(x), torch.from_numpy(y)))
     classes = num_classes or len(getattr(cls, "classes", []) or []) or None
+    for split, (_, y) in zip(("train", "test"), parts):
+        if len(y) and (int(y.min()) < 0 or (classes is not None and int(y.max()) >= classes)):
+            raise EventFileError(f"{dataset}: {split} labels span [{int(y.min())}, {int(y.max())}], outside the "
+                                 f"{classes} classes (files under {root_path / str(dataset)}; data.num_classes sets the count)")
     splits = Splits.from_tensors(parts[0], parts[1], num_classes=classes, sequence=True, name=label)
     splits.info.update({"sensor_size": list(frame_sensor), "n_time_bins": n_time_bins, "time_window": time_window,
                         "cache_dir": str(cache_root) if cache else None})
