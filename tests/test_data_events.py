@@ -17,7 +17,13 @@ from tracetorch.cli.errors import USER_ERRORS  # noqa: E402
 
 from tracetorch.data import events as ev  # noqa: E402
 from tracetorch.data.datasets import DatasetMissingError, load_dataset  # noqa: E402
-from tracetorch.data.event_files import random_events, write_nmnist_bin, write_shd, write_synthetic  # noqa: E402
+from tracetorch.data.event_files import (  # noqa: E402
+    random_events,
+    write_nmnist,
+    write_nmnist_bin,
+    write_shd,
+    write_synthetic,
+)
 from tracetorch.training import Trainer  # noqa: E402
 
 NAMES = ("nmnist", "shd", "dvs_gesture")
@@ -96,6 +102,18 @@ def test_counts_time_window_and_downsample(root):
         full = reference_frames("nmnist", events, 9, time_window=40_000.0)  # 300 ms recordings: 8 windows, the 9th padded
         assert window.train.x[row].numpy().tolist() == full.tolist() and int(window.train.x[row, 8].sum()) == 0
         assert small.train.x[row].numpy().tolist() == reference_frames("nmnist", events, BINS, spatial=0.5).tolist()
+
+
+def test_unsorted_timestamps_are_binned_in_time_order(tmp_path):
+    rng = np.random.default_rng(5)
+    samples = {split: [(random_events(rng, 200, (34, 34, 2), 300_000), label) for label in (0, 1)]
+               for split in ("train", "test")}
+    shuffled = {split: [(events[rng.permutation(len(events))], label) for events, label in items]
+                for split, items in samples.items()}
+    write_nmnist(tmp_path, shuffled)
+    splits = load_dataset({"name": "nmnist", "root": str(tmp_path), "download": False, "n_time_bins": 6, "cache": False})
+    for row, (events, _) in enumerate(samples["train"]):
+        assert splits.train.x[row].numpy().astype(np.int64).tolist() == reference_frames("nmnist", events, 6).tolist()
 
 
 def test_generic_tonic_entry_matches_the_named_one(root):

@@ -248,6 +248,8 @@ class Binning:
         frames = np.zeros(self.frame_shape(), dtype=np.uint8 if self.binarize else np.int16)
         if len(events) == 0:
             return frames
+        if (np.diff(events["t"]) < 0).any():  # ToFrame takes the first and last events as the recording's ends
+            events = events[np.argsort(events["t"], kind="stable")]
         if self.time_window is None:
             binned = ToFrame(sensor_size=self.sensor_size, n_time_bins=self.n_time_bins)(events)
         else:
