@@ -256,3 +256,9 @@ def test_events_encoder_refuses_images():
 
     with pytest.raises(ValueError, match="encoder 'events' is for datasets already binned in time"):
         make_encoder({"name": "events", "num_steps": 5})
+
+
+def test_without_tonic_the_error_names_the_extra(root, monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "tonic", None)
+    with pytest.raises(ValueError, match=r"tonic is not installed: pip install 'tracetorch\[events\]'"):
+        load_dataset({"name": "nmnist", "root": str(root[0]), "download": False})

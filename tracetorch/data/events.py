@@ -53,7 +53,7 @@ from tracetorch.data.datasets import DatasetMissingError, register_dataset
 from tracetorch.data.registry import call_with_checked_kwargs
 from tracetorch.data.splits import Splits
 
-__all__ = ["LAYOUTS", "EventFileError", "expected_layout", "load_events", "tonic_dataset"]
+__all__ = ["LAYOUTS", "EventFileError", "MissingExtraError", "expected_layout", "load_events", "tonic_dataset"]
 
 CACHE_FORMAT = 1
 EXTRA_HINT = "tonic is not installed: pip install 'tracetorch[events]' (or pip install tonic)"
@@ -61,6 +61,10 @@ EXTRA_HINT = "tonic is not installed: pip install 'tracetorch[events]' (or pip i
 
 class EventFileError(ValueError):
     """An event file that cannot be read or holds events outside the sensor."""
+
+
+class MissingExtraError(ImportError, ValueError):
+    """tonic is not installed (a ValueError too, so that tt-train reports it as one line)."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +110,7 @@ def _tonic() -> Any:
         import numpy.lib.recfunctions  # noqa: F401 - tonic's DVSGesture uses np.lib.recfunctions without importing it
         import tonic
     except ImportError:
-        raise ImportError(EXTRA_HINT) from None
+        raise MissingExtraError(EXTRA_HINT) from None
     return tonic
 
 
