@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import tracetorch as tt
 
@@ -16,14 +17,20 @@ def test_the_four_example_files_exist() -> None:
     assert {p.name for p in CONFIGS} >= {"mlp.yaml", "conv.yaml", "recurrent.yaml", "lits.yaml"}
 
 
+def _classes(path: Path) -> int:
+    """The output size the file declares: the out_features of its last Linear."""
+    return [layer["Linear"]["out_features"] for layer in yaml.safe_load(path.read_text())["layers"] if "Linear" in layer][-1]
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_config_builds_and_runs(path: Path) -> None:
     model = tt.build_model(path)
     assert isinstance(model, tt.Sequential) and isinstance(model, tt.Model)
-    assert model.input_shape == (1, 28, 28)
-    x = torch.rand(3, 1, 1, 28, 28)
+    declared = tuple(yaml.safe_load(path.read_text())["input_shape"])
+    assert model.input_shape == declared
+    x = torch.rand(3, 1, *declared)
     out = model.run(x)
-    assert out.shape == (3, 1, 10)
+    assert out.shape == (3, 1, _classes(path))
     model.zero_states()
     stepped = torch.stack([model(x_t) for x_t in x])
     torch.testing.assert_close(out, stepped)
@@ -40,7 +47,7 @@ def test_config_has_no_hard_coded_sizes(path: Path) -> None:
     spec = tt.load_spec(path).model_dump()
     spec["input_shape"] = [3, 32, 32]
     out = tt.build_model(spec)(torch.rand(2, 3, 32, 32))
-    assert out.shape == (2, 10)
+    assert out.shape == (2, _classes(path))
 
 
 def test_dotted_overrides_reach_into_the_spec() -> None:

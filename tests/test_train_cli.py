@@ -71,7 +71,7 @@ def test_installed_wheel_runs_from_another_directory(tmp_path):
     shown = subprocess.run([str(script), "--help"], cwd=elsewhere, env=env,
                            capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-3000:]
-    assert "data: digits, fashion_mnist, mnist, poisson_clicks" in shown.stdout
+    assert "data: digits, dvs_gesture, fashion_mnist, mnist, nmnist, poisson_clicks, shd, tonic" in shown.stdout
     where = subprocess.run([sys.executable, "-c", "import tracetorch; print(tracetorch.__file__)"], cwd=elsewhere, env=env,
                            capture_output=True, text=True)
     assert where.stdout.startswith(str(target))

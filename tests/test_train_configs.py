@@ -47,6 +47,12 @@ def test_experiment_composes_and_steps(experiment, tmp_path):
         cfg = _compose(tmp_path, [*overrides, f"data.root={SHARED_DATA}", "data.download=false", "data.train_subset=8"])
     if cfg.data.name == "poisson_clicks":
         cfg = _compose(tmp_path, [*overrides, "data.num_train=8", "data.num_test=4", "data.num_steps=12"])
+    if cfg.data.name in ("nmnist", "shd", "dvs_gesture"):  # event data: a few recordings in the dataset's own format
+        pytest.importorskip("tonic")
+        from tracetorch.data.event_files import write_synthetic
+
+        write_synthetic(cfg.data.name, tmp_path, num_train=4, num_test=2, events_per_sample=100)
+        cfg = _compose(tmp_path, [*overrides, f"data.root={tmp_path}", "data.download=false", "encoder.num_steps=6"])
     trainer = Trainer(cfg)
     before = [p.detach().clone() for p in trainer.model.parameters()]
     record = trainer.train_epoch()

@@ -69,7 +69,7 @@ def test_custom_dataset_factory_and_registry():
         load_dataset({"factory": "test_train_data:nope"})
     DATASETS.register("tiny_custom", make_custom)
     assert len(load_dataset({"name": "tiny_custom", "size": 6}).train) == 6
-    with pytest.raises(KeyError, match=r"unknown dataset 'mnsit'; did you mean 'mnist'\?"):
+    with pytest.raises(KeyError, match=r"unknown dataset 'mnsit'; did you mean 'mnist'"):
         load_dataset({"name": "mnsit"})
 
 

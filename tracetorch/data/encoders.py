@@ -4,7 +4,9 @@
   counter-based hash seeded from the generator: :mod:`tracetorch.kernels.spike_draws`);
 * ``latency``: one spike per input at step ``round((1 - x) * (T - 1))`` (brighter is
   earlier); inputs below ``threshold`` never fire;
-* ``direct``: the same analog current ``x`` at every step.
+* ``direct``: the same analog current ``x`` at every step;
+* ``events``: none, for event data already binned in time (sequence datasets skip the
+  encoder; its ``num_steps`` sets the event data configs' ``n_time_bins``).
 
 Randomness comes only from the ``generator`` passed in, so a trainer that seeds one per
 batch gets the same spikes after a resume.
@@ -30,7 +32,7 @@ from torch import Tensor
 from tracetorch.data.registry import Registry
 from tracetorch.kernels.spike_draws import bernoulli_spikes, draw_seed
 
-__all__ = ["rate", "latency", "direct", "Encoder", "ENCODERS", "make_encoder"]
+__all__ = ["rate", "latency", "direct", "events", "Encoder", "ENCODERS", "make_encoder"]
 
 ENCODERS = Registry("encoder")
 
@@ -54,6 +56,16 @@ def latency(x: Tensor, num_steps: int, generator: torch.Generator | None = None,
 def direct(x: Tensor, num_steps: int, generator: torch.Generator | None = None) -> Tensor:
     """Direct (current) coding: ``x`` itself at every step."""
     return x.unsqueeze(0).expand(num_steps, *x.shape)
+
+
+@ENCODERS.register("events")
+def events(x: Tensor, num_steps: int, generator: torch.Generator | None = None) -> Tensor:
+    """For data already binned in time (``data=nmnist``, ``shd``, ...), which skips the encoder: an error on images.
+
+    Its ``num_steps`` is where the event data configs take their number of time bins from.
+    """
+    raise ValueError("encoder 'events' is for datasets already binned in time (nmnist, shd, dvs_gesture, tonic), "
+                     "which skip the encoder; this dataset gives images: choose encoder=rate, latency or direct")
 
 
 @dataclass
