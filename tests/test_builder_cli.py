@@ -15,12 +15,12 @@ from tracetorch.cli import validate as validate_cli
 
 import tracetorch as tt
 
-CONFIGS = sorted((Path(__file__).parents[1] / "configs" / "model").glob("*.yaml"))
+CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs" / "model").glob("*.yaml") if p.stem != "file")
 MLP = Path(__file__).parents[1] / "configs" / "model" / "mlp.yaml"
 
 
 def test_validate_prints_a_table_and_exits_0(capsys) -> None:
-    assert validate_cli.main([str(MLP)]) == 0
+    assert validate_cli.main([str(MLP), "--input-shape", "1", "28", "28"]) == 0
     out = capsys.readouterr().out
     assert "mlp.yaml: OK" in out
     for header in ("layer", "output shape", "parameters", "learnable"):
@@ -34,7 +34,7 @@ def test_validate_prints_a_table_and_exits_0(capsys) -> None:
 def test_validate_lists_every_problem_and_exits_2(tmp_path: Path, capsys) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("input_shape: [4]\nlayers:\n  - SDLIB: {}\n  - LIB: {alpha: 0.5}\n")
-    assert validate_cli.main([str(MLP), str(bad)]) == 2
+    assert validate_cli.main([str(MLP), str(bad), "--input-shape", "1", "28", "28"]) == 2
     captured = capsys.readouterr()
     assert "mlp.yaml: OK" in captured.out
     assert captured.err.splitlines() == [

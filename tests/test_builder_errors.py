@@ -91,7 +91,8 @@ CORPUS: list[tuple[str, str, list[tuple[str, int | None, str]]]] = [
     ("yaml-syntax", "layers:\n  - LIB: {beta: 0.5\n  - LI: {}\n",
      [("<spec>", 3, "YAML syntax error (column 7): while parsing a flow mapping: expected ',' or '}', but got ':'")]),
     ("yaml-tab", "layers:\n\t- LI: {}\n",
-     [("<spec>", 2, "YAML syntax error (column 1): while scanning for the next token: found character '\\t' that cannot start any token")]),
+     [("<spec>", 2, "YAML syntax error (column 1): while scanning for the next token: found character '\\t' that "
+                   "cannot start any token")]),
     ("duplicate-key", S4 + "  - LIB: {beta: 0.5, beta: 0.6}\n",
      [("layers[0].LIB.beta", 3, "duplicate key 'beta' (YAML keeps only the last one)")]),
     ("top-level-key", "input_shap: [4]\nlayers:\n  - LI: {}\n",

@@ -277,7 +277,7 @@ def test_deeply_nested_trainer_state_is_refused(run, tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ('{"format": "tracetorch-checkpoint", "version": 1, "global_step": Infinity}', r"not valid JSON .*Infinity is not allowed"),
-    ("[" * 200_000 + "]" * 200_000, r"(nested too deeply|more than .* bytes)"),
+    ("[" * 200_000 + "]" * 200_000, r"400,000 bytes is more than a checkpoint's manifest.json may hold"),
     ('{"format": "tracetorch-checkpoint", "version": 1, "global_step": 1e400}', r"global_step must be a non-negative integer"),
     ('{"format": "tracetorch-checkpoint", "version": 1, "global_step": -2}', r"global_step must be a non-negative integer"),
     ('{"pad": "' + "x" * 70_000 + '"}', r"70,0\d\d bytes is more than a checkpoint's manifest.json may hold \(65,536\)"),
@@ -328,7 +328,7 @@ def test_model_files_that_are_not_text_or_not_files_are_refused_and_the_rest_che
     good.write_text("input_shape: [4]\nlayers:\n  - Linear: {out_features: 3}\n  - LI: {}\n")
     done = cli(tmp_path, "latin1.yaml", "fifo.yaml", "zero.yaml", str(good), module="validate")
     assert done.returncode == 2
-    assert "latin1.yaml: not UTF-8 text (byte 28: invalid continuation byte); save the file as UTF-8" in done.stderr
+    assert "latin1.yaml: not UTF-8 text (byte 25: invalid continuation byte); save the file as UTF-8" in done.stderr
     assert done.stderr.count("not a regular file (a directory, FIFO or device)") == 2
     assert f"{good}: OK" in done.stdout
 

@@ -15,7 +15,7 @@ from train_support import make_snn, run_cli
 from tracetorch.data import Splits, load_dataset
 from tracetorch.training import Trainer
 from tracetorch.training.callbacks import MissingExtraError
-from tracetorch.training.config import TrainConfig, default_model
+from tracetorch.training.config import TrainConfig, default_model, schema_defaults
 from tracetorch.training.rules import LearningRule, get_rule, register_rule, rule_names
 
 GROUPS = ("data", "encoder", "model", "trainer", "optim")
@@ -29,15 +29,24 @@ def hydra_config(overrides: list[str]) -> dict:
     return TrainConfig.from_any(cfg).to_dict()
 
 
+DEFAULT_CHOICES = {"data": "digits", "encoder": "rate", "model": "mlp", "trainer": "default", "optim": "adamw"}
+
+
+def group_file(group: str, choice: str) -> dict:
+    return yaml.safe_load(resources.files("tracetorch.configs").joinpath(group, f"{choice}.yaml").read_text()) or {}
+
+
 @pytest.mark.parametrize(("group", "choice"), CHOICES)
 def test_every_group_choice_resolves_the_same_through_hydra_and_from_python(group, choice):
-    text = resources.files("tracetorch.configs").joinpath(group, f"{choice}.yaml").read_text()
-    section = OmegaConf.to_container(OmegaConf.create(yaml.safe_load(text) or {}), resolve=True)
-    assert hydra_config([f"{group}={choice}"]) == TrainConfig.from_any({group: section}).to_dict()
+    sections = {g: group_file(g, choice if g == group else c) for g, c in DEFAULT_CHOICES.items()}
+    plain = OmegaConf.to_container(OmegaConf.merge(schema_defaults(), sections), resolve=True)  # what Hydra merges onto
+    assert hydra_config([f"{group}={choice}"]) == TrainConfig.from_any(plain).to_dict()
 
 
 def test_bare_defaults_agree_and_model_configs_carry_no_data_shape():
-    assert hydra_config([]) == TrainConfig.from_any({}).to_dict()
+    bare = TrainConfig.from_any({}).to_dict()
+    assert {k: v for k, v in hydra_config([]).items() if k != "data"} == {k: v for k, v in bare.items() if k != "data"}
+    assert hydra_config([])["data"] == {**bare["data"], **group_file("data", "digits")}
     assert TrainConfig.from_any({}).model == default_model()
     for choice in [c for g, c in CHOICES if g == "model"]:
         assert "input_shape" not in yaml.safe_load(resources.files("tracetorch.configs").joinpath("model", f"{choice}.yaml")
