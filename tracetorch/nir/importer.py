@@ -99,9 +99,14 @@ def _neuron(ctx: _Import, node: nir.NIRNode, where: str) -> nn.Module:
         if np.any(threshold <= 0):
             raise NIRImportError(f"{where} ({type(node).__name__}): v_threshold must be > 0 (traceTorch thresholds are "
                                  f"positive), got {threshold.min():g}")
-        kwargs.update(threshold=_f32(threshold), quant_fn=round_ste())
-        if str(node.metadata.get("reset", "")) != "subtract":
+        bias = np.zeros_like(threshold)
+        if str(node.metadata.get("reset", "")) == "subtract":  # written by traceTorch: threshold - bias, reset by threshold
+            if "reset_amount" in node.metadata:
+                bias = _per_neuron(node.metadata["reset_amount"], shape, "reset_amount", where) - threshold
+                threshold = threshold + bias
+        else:
             ctx.resets.append(where)
+        kwargs.update(threshold=_f32(threshold), bias=_f32(bias), quant_fn=round_ste())
         cls = zoo.SLIB if cuba else zoo.LIB
     else:
         cls = {(False, False): zoo.LI, (False, True): zoo.LIEMA, (True, False): zoo.SLI, (True, True): zoo.SLIEMA}[(cuba, ema)]
@@ -141,23 +146,23 @@ def _module(ctx: _Import, node: nir.NIRNode, where: str) -> nn.Module:
     if isinstance(node, (nir.Input, nir.Output)):
         return nn.Identity()
     if isinstance(node, (nir.Affine, nir.Linear)):
-        weight = torch.as_tensor(np.asarray(node.weight))
+        weight = _f32(node.weight)
         if weight.ndim != 2:
             raise NIRImportError(f"{where} ({kind}): weight of shape {list(weight.shape)}; expected 2-D")
-        module = nn.Linear(weight.shape[1], weight.shape[0], bias=isinstance(node, nir.Affine), dtype=weight.dtype)
+        module = nn.Linear(weight.shape[1], weight.shape[0], bias=isinstance(node, nir.Affine))
         with torch.no_grad():
             module.weight.copy_(weight)
             if isinstance(node, nir.Affine):
-                module.bias.copy_(torch.as_tensor(np.asarray(node.bias)))
+                module.bias.copy_(_f32(node.bias))
         return module
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
-        weight = torch.as_tensor(np.asarray(node.weight))
+        weight = _f32(node.weight)
         cls = nn.Conv1d if isinstance(node, nir.Conv1d) else nn.Conv2d
         module = cls(weight.shape[1] * int(node.groups), weight.shape[0], tuple(weight.shape[2:]), stride=_pair(node.stride),
-                     padding=_pair(node.padding), dilation=_pair(node.dilation), groups=int(node.groups), dtype=weight.dtype)
+                     padding=_pair(node.padding), dilation=_pair(node.dilation), groups=int(node.groups))
         with torch.no_grad():
             module.weight.copy_(weight)
-            module.bias.copy_(torch.as_tensor(np.asarray(node.bias)))
+            module.bias.copy_(_f32(node.bias))
         return module
     if isinstance(node, nir.Flatten):
         shift = lambda d: int(d) + 1 if int(d) >= 0 else int(d)  # noqa: E731  NIR dims exclude the batch
@@ -228,8 +233,9 @@ def from_nir(graph_or_path: nir.NIRGraph | str | os.PathLike, dt: float | None =
     ctx = _Import(float(dt))
     model = _graph(ctx, graph, where)
     if ctx.resets:
-        warnings.warn(f"{len(ctx.resets)} LIF/CubaLIF node(s) ({', '.join(ctx.resets[:3])}{', ...' if len(ctx.resets) > 3 else ''}) "
-                      "reset to v_reset in NIR; traceTorch layers subtract the threshold, so spikes differ after a "
+        shown = ", ".join(ctx.resets[:3]) + (", ..." if len(ctx.resets) > 3 else "")
+        warnings.warn(f"{len(ctx.resets)} LIF/CubaLIF node(s) ({shown}) reset to v_reset in NIR; traceTorch layers "
+                      "subtract the threshold, so spikes differ after a "
                       "spike unless the source used subtractive reset", NIRResetWarning, stacklevel=2)
     return model
 
