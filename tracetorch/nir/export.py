@@ -51,9 +51,12 @@ def _weights(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().copy()
 
 
-def _refuse(ctx: _Export, path: str, module: nn.Module, reason: str, alternative: str | None) -> None:
+def _refuse(ctx: _Export, path: str, module: nn.Module, reason: str, alternative: str | None,
+            approximable: bool = False) -> None:
     label = type(module).__name__ if not isinstance(module, NeuronLayer) else module.flags.name
     near = f" Nearest exportable: {alternative}." if alternative else ""
+    if approximable:
+        near += " (to_nir(..., approximate=True) writes that instead, tagged so that from_nir rebuilds this layer exactly.)"
     ctx.problems.append(f"{path} ({label}): {reason}.{near}")
     ctx.verdicts.append((path, label, "refused", reason))
 
@@ -68,8 +71,7 @@ def _neuron(ctx: _Export, path: str, layer: NeuronLayer, shape: tuple[int, ...])
         except ValueError:
             hard = True
         if not ctx.approximate or hard:
-            extra = "" if hard else " (to_nir(..., approximate=True) writes it as that layer, tagged for an exact re-import)"
-            _refuse(ctx, path, layer, reason + extra, alternative)
+            _refuse(ctx, path, layer, reason, alternative, approximable=not hard)
             return None
         ctx.verdicts.append((path, layer.flags.name, "approximate", f"written as {nearest(layer.flags)}: {reason}"))
     else:

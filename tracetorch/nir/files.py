@@ -54,7 +54,9 @@ def read(path: str | os.PathLike) -> nir.NIRGraph:
     except OSError as err:
         raise NIRFileError(f"{path}: not a NIR file (not readable as HDF5: {err}; truncated or another format?)") from None
     except Exception as err:  # noqa: BLE001  nir raises KeyError/AssertionError/TypeError/ValueError on bad content
-        detail = f"missing field {err}" if isinstance(err, KeyError) else f"{type(err).__name__}: {err}"
+        detail = f"{type(err).__name__}: {err}"
+        if isinstance(err, KeyError):
+            detail = f"missing entry: {err.args[0] if err.args else ''}"
         raise NIRFileError(f"{path}: malformed NIR graph ({detail})") from None
     if not isinstance(graph, nir.NIRGraph):
         raise NIRFileError(f"{path}: holds a single {type(graph).__name__} node, not a NIR graph")
@@ -68,7 +70,7 @@ def write(graph: nir.NIRGraph, path: str | os.PathLike) -> Path:
     try:
         nir.write(tmp, graph)
         os.replace(tmp, path)
-    except OSError as err:
+    except (OSError, TypeError, ValueError) as err:
         tmp.unlink(missing_ok=True)
-        raise NIRFileError(f"{path}: cannot write ({err})") from None
+        raise NIRFileError(f"{path}: cannot write ({type(err).__name__}: {err})") from None
     return path

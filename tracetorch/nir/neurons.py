@@ -181,10 +181,11 @@ def tag_for(layer: NeuronLayer, exact: bool) -> dict[str, Any]:
     plain = copy.deepcopy(layer).decompile()
     params: dict[str, Any] = {}
     for name in plain.param_names():
-        raw = getattr(plain, f"raw_{name}").detach().cpu()
+        stored = getattr(plain, f"raw_{name}")
+        raw = stored.detach().cpu()
         info = plain.param_info(name)
-        params[name] = {"raw": raw.numpy().copy(), "rank": info.rank, "learn": bool(info.learn),
-                        "frozen": bool(info.learn and not raw.requires_grad)}
+        params[name] = {"raw": raw.numpy().reshape(-1).copy(),  # 1-d: HDF5 compresses no scalars
+                        "rank": info.rank, "learn": bool(info.learn), "frozen": bool(info.learn and not stored.requires_grad)}
     tag: dict[str, Any] = {"layer": layer.flags.name, "num_neurons": layer.num_neurons, "dim": layer.dim,
                            "exact": bool(exact), "params": params}
     if layer.flags.fires:
@@ -221,8 +222,9 @@ def layer_from_tag(tag: dict[str, Any]) -> NeuronLayer:
     for pname, entry in params.items():
         raw = getattr(layer, f"raw_{pname}")
         value = torch.as_tensor(np.asarray(entry["raw"]))
-        if value.shape != raw.shape:
+        if value.numel() != raw.numel():
             raise ValueError(f"{name}.{pname}: raw value of shape {tuple(value.shape)}, expected {tuple(raw.shape)}")
+        value = value.reshape(raw.shape)
         with torch.no_grad():
             raw.copy_(value.to(raw.dtype))
         if bool(entry.get("frozen", False)):
