@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 import warnings
 
 import pytest
@@ -16,6 +17,7 @@ from tracetorch.cli import export, validate  # noqa: E402
 import tracetorch as tt  # noqa: E402
 from tracetorch.nir import NIRResetWarning, from_nir, to_nir, write  # noqa: E402
 
+CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs" / "model"
 SPEC = {"input_shape": [1, 8, 8], "layers": [
     {"Flatten": {}}, {"Linear": {"out_features": 16}}, {"LIB": {"beta": 0.8, "quant_fn": "round_ste"}},
     {"Linear": {"out_features": 10}}, {"LI": {}}]}
@@ -37,12 +39,12 @@ def _same_outputs(a: tt.Model, b: tt.Model, shape=(1, 8, 8)) -> None:
 
 def test_tt_export_a_spec_file(tmp_path, capsys):
     out = tmp_path / "mlp.nir"
-    assert export.main(["configs/model/mlp.yaml", "-o", str(out), "--approximate", "--dt", "1e-3"]) == 0
+    assert export.main([str(CONFIGS / "mlp.yaml"), "-o", str(out), "--approximate", "--dt", "1e-3"]) == 0
     assert "wrote" in capsys.readouterr().out
     model = from_nir(out)
     assert [type(m).__name__ for m in model.layers().values()] == ["LIB", "LIB", "LI"]
     with pytest.raises(SystemExit) as status:
-        export.main(["configs/model/conv.yaml", "-o", str(tmp_path / "conv.nir")])
+        export.main([str(CONFIGS / "conv.yaml"), "-o", str(tmp_path / "conv.nir")])
     assert status.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("tt-export: error: cannot export to NIR (5 layers):") and "MaxPool2d" in err
@@ -67,7 +69,7 @@ def test_tt_export_a_checkpoint_equals_the_trained_model(tmp_path, capsys):
 
 
 def test_tt_validate_nir_says_per_layer(capsys):
-    assert validate.main(["--nir", "configs/model/recurrent.yaml"]) == 0
+    assert validate.main(["--nir", str(CONFIGS / "recurrent.yaml")]) == 0
     text = capsys.readouterr().out
     assert "NIR export" in text and "approximate" in text and "exact" in text
 
@@ -83,7 +85,7 @@ def test_a_nir_file_trains_here(tmp_path):
     source = tt.Sequential(nn.Flatten(), nn.Linear(64, 16), tt.snn.LIB(16, quant_fn=tt.functional.round_ste()),
                            nn.Linear(16, 10), tt.snn.LI(10))
     path = write(to_nir(source, input_shape=(1, 8, 8)), tmp_path / "net.nir")
-    model_cfg = yaml.safe_load(open("configs/model/nir.yaml"))
+    model_cfg = yaml.safe_load(open(CONFIGS / "nir.yaml"))
     model_cfg["path"] = str(path)
     full = load_dataset({"name": "digits"})
     splits = Splits.from_tensors((full.train.x[:64], full.train.y[:64]), (full.test.x[:32], full.test.y[:32]), num_classes=10)
