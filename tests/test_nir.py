@@ -236,6 +236,19 @@ def test_convolutional_chain_round_trips(tmp_path):
     _assert_same_steps(net, from_nir(_strip(to_nir(net, input_shape=(1, 8, 8)))), torch.rand(20, 2, 1, 8, 8) * 3)
 
 
+def test_conv1d_chain_round_trips_and_export_leaves_states_alone(tmp_path):
+    torch.manual_seed(0)
+    net = tt.Sequential(nn.Conv1d(2, 4, 3, padding=1), tt.snn.SLIB(4, dim=-2, quant_fn=tt.functional.round_ste()),
+                        nn.Flatten(), nn.Linear(24, 3), tt.snn.LIEMA(3))
+    x = torch.rand(20, 2, 2, 6) * 3
+    net.run(x)  # states now hold an autograd graph
+    held = {k: v for k, v in net.save_states().items()}
+    graph = to_nir(net, input_shape=(2, 6))
+    assert all(torch.equal(v, net.save_states()[k]) for k, v in held.items())
+    assert [type(n).__name__ for n in graph.nodes.values()][1:-1] == ["Conv1d", "CubaLIF", "Flatten", "Affine", "LI"]
+    _assert_same_steps(net, from_nir(write(graph, tmp_path / "c1.nir")), x)
+
+
 def test_batchnorm_is_folded_into_the_weights_before_it():
     torch.manual_seed(0)
     bn = nn.BatchNorm1d(N)
@@ -426,6 +439,25 @@ def test_generic_nodes_get_gain_and_leak_in_front():
         v = v - s * torch.tensor([0.3, 0.4])
         out.append(s)
     assert torch.equal(got, torch.stack(out))
+
+
+@pytest.mark.parametrize("node", [
+    nir.LI(tau=np.full(2, DT / 0.2), r=np.ones(2), v_leak=np.array([0.3, -0.1])),
+    nir.LI(tau=np.full(2, DT / 0.3), r=np.array([2.0, 0.5]), v_leak=np.array([0.1, 0.0])),
+    nir.CubaLI(tau_syn=np.full(2, DT / 0.4), tau_mem=np.full(2, DT / 0.2), r=np.array([1.0, 3.0]), v_leak=np.zeros(2),
+               w_in=np.array([2.0, 0.5])),
+    nir.CubaLIF(tau_syn=np.full(2, DT / 0.4), tau_mem=np.full(2, DT / 0.2), r=np.full(2, 5.0), v_leak=np.zeros(2),
+                v_threshold=np.array([0.5, 0.8]), w_in=np.array([2.0, 1.0]),
+                metadata={"reset": "subtract", "reset_amount": np.array([0.5, 0.8])}),
+], ids=["LI-leak", "LI-gain", "CubaLI", "CubaLIF"])
+def test_foreign_neurons_follow_nir_equations_and_export_again(node):
+    """Nodes as other tools write them (any r, w_in, v_leak): imported, and exported again, they step NIR's ODE."""
+    model = from_nir(nir.NIRGraph.from_list(node))
+    x = torch.rand(STEPS, 3, 2, generator=torch.Generator().manual_seed(9)) * 2
+    expected = torch.as_tensor(_euler(node, x.double().numpy(), DT), dtype=torch.float32)
+    torch.testing.assert_close(model.run(x), expected, rtol=1e-5, atol=1e-5)
+    again = from_nir(to_nir(model))
+    torch.testing.assert_close(again.run(x), expected, rtol=1e-5, atol=1e-5)
 
 
 # files ---------------------------------------------------------------------------------------------------------------

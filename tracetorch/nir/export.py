@@ -10,7 +10,6 @@ outputs, ...) is refused, every offending layer in one :class:`NIRExportError`.
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from torch import nn
 from tracetorch.core.model import Model
 from tracetorch.nir.errors import NIRExportError, NIRResetWarning
 from tracetorch.nir.graph import ElementwiseAffine, GraphModel
-from tracetorch.nir.neurons import export_neuron, nearest, refusal, tag_for
+from tracetorch.nir.neurons import export_neuron, nearest, refusal, stateless_copy, tag_for
 from tracetorch.snn.layer import NeuronLayer
 
 __all__ = ["DEFAULT_DT", "to_nir", "check_exportable", "RESET_NOTE"]
@@ -96,9 +95,8 @@ def _with_gain(ctx: _Export, path: str, pre: ElementwiseAffine, layer: NeuronLay
             return None
         node.w_in = node.w_in * gain
         return node
-    decay = 1.0 - ctx.dt / node.tau
     node.r = node.r * gain
-    node.v_leak = offset / (1.0 - decay)
+    node.v_leak = offset if layer.flags.ema else offset / (ctx.dt / node.tau)  # v_leak drives (1-beta)*v_leak, 1-beta = dt/tau
     return node
 
 
@@ -211,9 +209,7 @@ def _is_gain_pair(module: nn.Module) -> bool:
 
 def _trace(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[tuple[int, ...], tuple[int, ...]]]:
     """Per-sample input and output shapes of every submodule, from one step of a copy of the model."""
-    twin = copy.deepcopy(model).eval()
-    if isinstance(twin, Model):
-        twin.zero_states()
+    twin = stateless_copy(model).eval()
     shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def hook(name: str):  # noqa: ANN202

@@ -42,7 +42,7 @@ from tracetorch.snn.grammar import Flags
 from tracetorch.snn.layer import NeuronLayer
 from tracetorch.snn.zoo import LAYERS
 
-__all__ = ["refusal", "export_neuron", "tag_for", "layer_from_tag", "fingerprint", "quant_name"]
+__all__ = ["refusal", "export_neuron", "stateless_copy", "tag_for", "layer_from_tag", "fingerprint", "quant_name"]
 
 NEURON_NODES = (nir.LI, nir.CubaLI, nir.LIF, nir.CubaLIF)
 
@@ -176,9 +176,27 @@ def _emit(flags: Flags, p: dict[str, np.ndarray], shape: tuple[int, ...], dim: i
 # tags: what NIR cannot hold, so that from_nir rebuilds the exact layer ---------------------------------------------
 
 
+def stateless_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` with every traceTorch state ``None`` (the original's states stay as they were).
+
+    Held states may be part of an autograd graph, which ``copy.deepcopy`` refuses.
+    """
+    from tracetorch.core.model import iter_layers
+
+    held = [(layer, dict(layer.states())) for _, layer in iter_layers(module)]
+    try:
+        for layer, _ in held:
+            layer.zero_states()
+        return copy.deepcopy(module)
+    finally:
+        for layer, states in held:
+            for name, value in states.items():
+                object.__setattr__(layer, name, value)
+
+
 def tag_for(layer: NeuronLayer, exact: bool) -> dict[str, Any]:
     """The layer, its raw parameters bit for bit, and its functions, as HDF5-storable metadata."""
-    plain = copy.deepcopy(layer).decompile()
+    plain = stateless_copy(layer).decompile()
     params: dict[str, Any] = {}
     for name in plain.param_names():
         stored = getattr(plain, f"raw_{name}")
