@@ -352,6 +352,17 @@ def test_refusals_without_an_approximation():
         to_nir(conv, input_shape=(1, 2, 2))
     with pytest.raises(NIRExportError, match="BatchNorm right after a Linear/Conv"):
         to_nir(tt.Sequential(nn.BatchNorm1d(4), tt.snn.LI(4)), input_shape=(4,))
+    class Custom(tt.Model):
+        def __init__(self):
+            super().__init__()
+            self.fc, self.lif = nn.Linear(4, N), _layer("LIB")
+
+        def forward(self, x):
+            return self.lif(self.fc(x))
+
+    with pytest.raises(NIRExportError, match="Custom wires its modules in forward"):
+        to_nir(Custom(), input_shape=(4,))
+    assert sorted(to_nir(_layer("LIB"), input_shape=(N,)).nodes) == ["0_lib", "input", "output"]
     with pytest.raises(NIRExportError, match="needs input_shape"):
         to_nir(tt.Sequential(nn.Flatten(), nn.Linear(4, 2)))
 

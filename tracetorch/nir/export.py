@@ -228,6 +228,22 @@ def _trace(model: nn.Module, input_shape: Sequence[int]) -> dict[str, tuple[tupl
     return shapes
 
 
+def _exportable_container(model: nn.Module) -> nn.Module:
+    """A chain (``tt.Sequential``/``nn.Sequential``) or a :class:`GraphModel`; a lone layer becomes a chain of one.
+
+    Other models define their wiring in ``forward``, which export cannot read: refused rather than guessed.
+    """
+    if isinstance(model, (GraphModel, nn.Sequential)) or type(model).__name__ == "Sequential" and isinstance(model, Model):
+        return model
+    if isinstance(model, nn.Module) and not list(model.children()):
+        from tracetorch.core.model import Sequential
+
+        return Sequential(model)
+    raise NIRExportError(f"to_nir exports tt.Sequential / nn.Sequential chains and the GraphModel of from_nir; "
+                         f"{type(model).__name__} wires its modules in forward(), which cannot be read: rebuild it as a "
+                         "tt.Sequential")
+
+
 def _input_shape(model: nn.Module, input_shape: Sequence[int] | None) -> tuple[int, ...]:
     if input_shape is None:
         input_shape = getattr(model, "input_shape", None)
@@ -305,6 +321,7 @@ def to_nir(model: nn.Module, dt: float = DEFAULT_DT, input_shape: Sequence[int] 
     if not (isinstance(dt, (int, float)) and not isinstance(dt, bool) and dt > 0):
         raise NIRExportError(f"dt must be a positive number of seconds, got {dt!r}")
     ctx = _Export(float(dt), bool(approximate))
+    model = _exportable_container(model)
     shape = _input_shape(model, input_shape)
     graph = _graph_of(ctx, model, shape)
     if graph is None:
@@ -325,6 +342,7 @@ def check_exportable(model: nn.Module, input_shape: Sequence[int] | None = None,
                      ) -> list[tuple[str, str, str, str]]:
     """``(path, layer, verdict, reason)`` per module; verdict is ``exact``, ``approximate`` or ``refused``."""
     ctx = _Export(float(dt), True)
+    model = _exportable_container(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NIRResetWarning)
         _graph_of(ctx, model, _input_shape(model, input_shape))
