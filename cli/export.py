@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import warnings
-from types import SimpleNamespace
 from typing import Any
 
 from tracetorch.cli.errors import USER_ERRORS, fail
@@ -29,30 +28,46 @@ def _shape(text: str) -> list[int]:
     return shape
 
 
+def _model_from_config(model_config: dict[str, Any], input_shape: list[int], num_classes: int | None) -> Any:
+    """The model a checkpoint's ``model`` section describes: a ``factory`` (e.g. model=nir), a ``file``, or a spec."""
+    import tracetorch
+    from tracetorch.data.registry import call_with_checked_kwargs, import_callable
+
+    spec = dict(model_config)
+    factory = spec.pop("factory", None)
+    if factory:
+        kwargs = {**spec, "input_shape": input_shape, "num_classes": num_classes}
+        return call_with_checked_kwargs(import_callable(factory), kwargs, f"model factory {factory!r}")
+    if spec.get("file"):
+        spec = tracetorch.load_spec(spec["file"]).model_dump()
+    return tracetorch.build_model({**spec, "input_shape": input_shape})
+
+
 def _from_checkpoint(directory: str, input_shape: list[int] | None) -> tuple[Any, list[int]]:
-    """The model of a checkpoint: its config's model, sized from its dataset (or ``input_shape``), its weights."""
-    from tracetorch.data.datasets import load_dataset
-    from tracetorch.training import build_model
+    """The model of a checkpoint: its config's model, sized from the config, ``input_shape`` or the dataset; its weights."""
     from tracetorch.training.checkpoint import load_checkpoint
 
     ckpt = load_checkpoint(directory)
     model_config = ckpt.config.get("model")
     if not isinstance(model_config, dict):
         raise ValueError(f"{directory}: the checkpoint's config has no model section")
+    num_classes = None
+    if input_shape is None and model_config.get("input_shape"):
+        input_shape = [int(s) for s in model_config["input_shape"]]
     if input_shape is None:
+        from tracetorch.data.datasets import load_dataset
+
         try:
             splits = load_dataset(dict(ckpt.config.get("data") or {}))
         except (OSError, ValueError, KeyError) as err:
             raise ValueError(f"cannot load the checkpoint's dataset to size the model ({err}); pass --input-shape") from None
-        dataset = SimpleNamespace(input_shape=tuple(splits.input_shape), num_classes=splits.num_classes)
-    else:
-        dataset = SimpleNamespace(input_shape=tuple(input_shape), num_classes=None)
-    model = build_model(model_config, dataset)
+        input_shape, num_classes = list(splits.input_shape), splits.num_classes
+    model = _model_from_config(model_config, input_shape, num_classes)
     try:
         model.load_state_dict(ckpt.weights)
     except RuntimeError as err:
         raise ValueError(f"{directory}: the weights do not fit the model its config describes: {err}") from None
-    return model, list(dataset.input_shape)
+    return model, input_shape
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -61,6 +61,10 @@ def test_tt_export_a_checkpoint_equals_the_trained_model(tmp_path, capsys):
     out = tmp_path / "ckpt.nir"
     assert export.main(["--checkpoint", str(ckpt), "-o", str(out)]) == 0
     _same_outputs(model, from_nir(out))
+    recorded = {"data": {"name": "not-loaded"}, "model": SPEC}  # a config that records the built spec: no dataset needed
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002", model=model, trainer_state={}, config=recorded)
+    assert export.main(["--checkpoint", str(ckpt), "-o", str(out)]) == 0
+    _same_outputs(model, from_nir(out))
     capsys.readouterr()
     with pytest.raises(SystemExit) as status:
         export.main(["--checkpoint", str(tmp_path / "nowhere"), "-o", str(out)])
