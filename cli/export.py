@@ -93,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             import tracetorch
 
-            model = tracetorch.build_model(args.spec)
+            spec = tracetorch.load_spec(args.spec).model_dump()
+            if args.input_shape:
+                spec["input_shape"] = args.input_shape
+            model = tracetorch.build_model(spec)
             shape = args.input_shape or getattr(model, "input_shape", None)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", tnir.NIRResetWarning)

@@ -35,6 +35,13 @@ EXACT = ["LI", "LIEMA", "SLI", "SLIEMA", "LIB", "SLIB", "RLIB", "SRLIB"]
 N, STEPS, DT = 5, 50, 1e-4
 
 
+def _example(name: str) -> tt.Sequential:
+    """An example model file built for MNIST-shaped input (the files leave input_shape to the data)."""
+    spec = tt.load_spec(CONFIGS / f"{name}.yaml").model_dump()
+    spec["input_shape"] = [1, 28, 28]
+    return tt.build_model(spec)
+
+
 @pytest.fixture(autouse=True)
 def _reference_kernels(monkeypatch):
     monkeypatch.setenv("TRACETORCH_KERNELS", "reference")
@@ -273,7 +280,7 @@ def test_approximate_export_rebuilds_every_layer_exactly(name, tmp_path):
 
 @pytest.mark.parametrize("spec", ["mlp", "recurrent", "lits"])
 def test_example_model_files_round_trip(spec, tmp_path):
-    net = tt.build_model(CONFIGS / f"{spec}.yaml")
+    net = _example(spec)
     graph = to_nir(net, approximate=True)
     back = from_nir(write(graph, tmp_path / f"{spec}.nir"))
     _assert_same_steps(net, back, torch.rand(STEPS, 2, 1, 28, 28))
@@ -281,7 +288,7 @@ def test_example_model_files_round_trip(spec, tmp_path):
 
 def test_example_conv_model_is_refused_for_its_maxpool():
     with pytest.raises(NIRExportError) as err:
-        to_nir(tt.build_model(CONFIGS / "conv.yaml"), approximate=True)
+        to_nir(_example("conv"), approximate=True)
     assert str(err.value) == ("cannot export to NIR (2 layers):\n"
                               "  2 (MaxPool2d): NIR has no MaxPool2d node. Nearest exportable: AvgPool2d.\n"
                               "  5 (MaxPool2d): NIR has no MaxPool2d node. Nearest exportable: AvgPool2d.")
@@ -368,7 +375,7 @@ def test_refusals_without_an_approximation():
 
 
 def test_check_exportable_lists_a_verdict_per_layer():
-    net = tt.build_model(CONFIGS / "recurrent.yaml")
+    net = _example("recurrent")
     verdicts = {(path, layer): verdict for path, layer, verdict, _ in check_exportable(net)}
     assert verdicts == {("0", "Flatten"): "exact", ("1", "Linear"): "exact", ("2", "RLIB"): "approximate",
                         ("3", "Linear"): "exact", ("4", "SRLIT"): "approximate", ("5", "Linear"): "exact",

@@ -39,12 +39,13 @@ def _same_outputs(a: tt.Model, b: tt.Model, shape=(1, 8, 8)) -> None:
 
 def test_tt_export_a_spec_file(tmp_path, capsys):
     out = tmp_path / "mlp.nir"
-    assert export.main([str(CONFIGS / "mlp.yaml"), "-o", str(out), "--approximate", "--dt", "1e-3"]) == 0
+    assert export.main([str(CONFIGS / "mlp.yaml"), "-o", str(out), "--approximate", "--dt", "1e-3",
+                        "--input-shape", "1,28,28"]) == 0
     assert "wrote" in capsys.readouterr().out
     model = from_nir(out)
     assert [type(m).__name__ for m in model.layers().values()] == ["LIB", "LIB", "LI"]
     with pytest.raises(SystemExit) as status:
-        export.main([str(CONFIGS / "conv.yaml"), "-o", str(tmp_path / "conv.nir")])
+        export.main([str(CONFIGS / "conv.yaml"), "-o", str(tmp_path / "conv.nir"), "--input-shape", "1,28,28"])
     assert status.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("tt-export: error: cannot export to NIR (5 layers):") and "MaxPool2d" in err
@@ -72,8 +73,14 @@ def test_tt_export_a_checkpoint_equals_the_trained_model(tmp_path, capsys):
     assert capsys.readouterr().err == f"tt-export: error: {tmp_path / 'nowhere'}: no such checkpoint directory\n"
 
 
-def test_tt_validate_nir_says_per_layer(capsys):
-    assert validate.main(["--nir", str(CONFIGS / "recurrent.yaml")]) == 0
+def test_tt_validate_nir_says_per_layer(capsys, tmp_path):
+    import yaml
+
+    spec = yaml.safe_load((CONFIGS / "recurrent.yaml").read_text())
+    spec["input_shape"] = [1, 28, 28]
+    path = tmp_path / "recurrent.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    assert validate.main(["--nir", str(path)]) == 0
     text = capsys.readouterr().out
     assert "NIR export" in text and "approximate" in text and "exact" in text
 
