@@ -31,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", metavar="FILE", help="model spec YAML files")
     parser.add_argument("--input-shape", type=int, nargs="+", metavar="N",
                         help="the shape of one sample, for files without input_shape (e.g. configs/model/*: 1 28 28)")
+    parser.add_argument("--nir", action="store_true", help="also say, per layer, whether it exports to NIR (tt-export)")
     args = parser.parse_args(argv)
     out, err = Console(), Console(stderr=True, soft_wrap=True)
     status = 0
@@ -45,7 +46,32 @@ def main(argv: list[str] | None = None) -> int:
                 err.print(f"{where}: {issue.location}: {issue.message}", markup=False, highlight=False)
             continue
         out.print(summary_table(summarize(model), title=f"{path}: OK"))
+        if args.nir:
+            status = max(status, _nir_table(out, err, path, model))
     return status
+
+
+def _nir_table(out: Console, err: Console, path: str, model: object) -> int:
+    """Print each layer's NIR verdict (exact / approximate / refused, and why); 2 when the extra is missing."""
+    try:
+        from tracetorch.nir import NIRError, check_exportable
+    except ImportError as problem:
+        err.print(f"{path}: --nir: {problem}", markup=False, highlight=False)
+        return 2
+    from rich.table import Table
+
+    try:
+        verdicts = check_exportable(model)
+    except NIRError as problem:
+        err.print(f"{path}: --nir: {problem}", markup=False, highlight=False)
+        return 2
+    table = Table(title=f"{path}: NIR export")
+    for column in ("layer", "type", "NIR", "why"):
+        table.add_column(column)
+    for where, layer, verdict, reason in verdicts:
+        table.add_row(where, layer, verdict, reason)
+    out.print(table)
+    return 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ import yaml
 
 import tracetorch as tt
 
-CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs" / "model").glob("*.yaml") if p.stem != "file")
+CONFIGS = sorted(p for p in (Path(__file__).parents[1] / "configs" / "model").glob("*.yaml")
+                 if p.stem != "file" and "factory:" not in p.read_text())  # specs; file.yaml and nir.yaml are not
 # Model configs carry no data shape (the trainer takes it from the data); these are the shapes of the data they are for.
 SHAPES = {"mlp": [1, 8, 8], "nmnist_conv": [2, 34, 34], "dvs_gesture_conv": [2, 32, 32], "shd_recurrent": [700]}
 

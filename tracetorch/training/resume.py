@@ -65,7 +65,7 @@ def resume(trainer: Any, where: str | Path) -> Path | None:
             return None
         where = found
     ckpt = ckpt_files.load_checkpoint(where)  # its config only explains differences; nothing in it is imported or resolved
-    config = trainer.config.to_dict()
+    config = trainer.saved_config()  # as a checkpoint records it: differences are about what was built
     load_weights(trainer.model, ckpt, config, trainer.device)
     state = ckpt.trainer
     saved_optim = (ckpt.config.get("optim") or {}).get("name")
@@ -209,7 +209,7 @@ def _trainer_for(path: str | Path, overrides: dict[str, Any] | list[str] | None,
     config = _apply_overrides(_trusted_config(ckpt, overrides), overrides)
     config["trainer"].update(resume=None, run_dir=None, loggers=[])
     trainer = Trainer(config, model=model)
-    load_weights(trainer.model, ckpt, trainer.config.to_dict(), trainer.device)
+    load_weights(trainer.model, ckpt, trainer.saved_config(), trainer.device)
     return trainer, ckpt
 
 
