@@ -79,18 +79,20 @@ def _as_single_runs(overrides: list[str]) -> list[list[str]]:
 
 
 def model_file_overrides(args: list[str]) -> list[str]:
-    """``model=path/to/net.yaml`` (a model file, not a config group choice) -> ``model=file model.file=<path>``."""
+    """``model=path/to/net.yaml`` (a model file, not a config group choice) -> ``model=file model.file=<path>``;
+    ``model=net.nir`` -> ``model=nir model.path=<path>``."""
     from pathlib import Path
 
     out = []
     for arg in args:
         key, sep, value = arg.partition("=")
-        if sep and key == "model" and value.endswith((".yaml", ".yml")) and "," not in value:
+        if sep and key == "model" and value.endswith((".yaml", ".yml", ".nir")) and "," not in value:
             path = Path(value).expanduser()
             if not path.is_file():
-                raise ConfigError(f"override {arg!r}: no such model file {value!r} (a config group choice has no .yaml "
-                                  f"suffix: model=mlp)")
-            out += ["model=file", f"model.file={path.resolve()}"]
+                raise ConfigError(f"override {arg!r}: no such model file {value!r} (a config group choice has no suffix: "
+                                  f"model=mlp)")
+            nir = path.suffix == ".nir"
+            out += ["model=nir" if nir else "model=file", f"model.{'path' if nir else 'file'}={path.resolve()}"]
         else:
             out.append(arg)
     return out
