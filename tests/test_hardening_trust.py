@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import signal
 import stat
 import subprocess
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_hardening_files import copy_checkpoint
 from train_support import env_with_support
 
 import tracetorch as tt
@@ -43,11 +43,6 @@ def run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("run")
     Trainer(config(run_dir)).fit()
     return run_dir
-
-
-def copy_checkpoint(run: Path, tmp_path: Path) -> Path:
-    shutil.copytree(run, tmp_path / "run")
-    return latest_checkpoint(tmp_path / "run")
 
 
 def resign(checkpoint: Path) -> None:
