@@ -8,6 +8,7 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 import tracetorch as tt
+from tracetorch.data.encoders import rate
 
 torch.manual_seed(0)
 digits = load_digits()
@@ -26,7 +27,7 @@ num_steps = 10
 for epoch in range(3):
     for start in range(0, 1500, 100):
         x, y = images[start : start + 100], labels[start : start + 100]
-        spikes = torch.bernoulli(x.expand(num_steps, *x.shape))  # rate coding: [T, B, 64]
+        spikes = rate(x, num_steps=num_steps)  # rate coding: [T, B, 64] of 0/1
         model.zero_states()
         logits = model.run(spikes).mean(0)  # whole sequence in one call, averaged over time
         loss = nn.functional.cross_entropy(logits, y)
@@ -36,5 +37,5 @@ for epoch in range(3):
     with torch.no_grad():
         x, y = images[1500:], labels[1500:]
         model.zero_states()
-        accuracy = (model.run(torch.bernoulli(x.expand(num_steps, *x.shape))).mean(0).argmax(1) == y).float().mean()
+        accuracy = (model.run(rate(x, num_steps=num_steps)).mean(0).argmax(1) == y).float().mean()
     print(f"epoch {epoch + 1}: loss {loss.item():.3f}, held-out accuracy {accuracy.item():.1%}")

@@ -217,3 +217,12 @@ def test_quick_start_shows_the_build_command():
     quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "python -m tracetorch.kernels build" in quick_start and "TRACETORCH_NO_CPP=1" in quick_start
     assert cpu.BUILD_TIME.split(" on ")[0] in quick_start  # the same build time as the announcement
+
+
+def test_a_build_killed_midway_does_not_block_the_next_one(tmp_path):
+    """torch's plain ``lock`` file outlives a killed build; the next builder (holding the fcntl lock) removes it."""
+    from tracetorch.kernels.cpu import _builder_lock
+
+    (tmp_path / "lock").write_text("")  # what a Ctrl-C during the first build leaves behind
+    with _builder_lock(tmp_path):
+        assert not (tmp_path / "lock").exists()

@@ -39,7 +39,8 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -251,6 +252,23 @@ def unavailable_reason() -> str | None:
 
 
 @cache
+@contextmanager
+def _builder_lock(directory: Path) -> Iterator[None]:
+    """One builder per cache entry, by an ``fcntl`` lock that dies with its process.
+
+    torch's own marker (``<entry>/lock``, a plain file) outlives a build that was killed
+    (Ctrl-C during the first build), and every later build would wait for it forever;
+    holding this lock proves no live process is building, so the marker is removed.
+    """
+    import fcntl
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".tracetorch-build.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        yield
+
+
 def load() -> Any | None:
     """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible.
 
@@ -272,8 +290,10 @@ def load() -> Any | None:
         sources = plan.stage()
 
         def build() -> object:
-            return torch_load(name=plan.name, sources=sources, extra_cflags=list(plan.cflags), extra_ldflags=list(LDFLAGS),
-                              build_directory=str(plan.directory), is_python_module=False, verbose=False)
+            with _builder_lock(plan.directory):
+                return torch_load(name=plan.name, sources=sources, extra_cflags=list(plan.cflags),
+                                  extra_ldflags=list(LDFLAGS), build_directory=str(plan.directory), is_python_module=False,
+                                  verbose=False)
 
         if built:
             build()  # ninja finds everything up to date; torch loads the library
