@@ -111,15 +111,15 @@ def _neurons(layer: str, accepted: Sequence[str], out: dict[str, Any], shape: Sh
     return []
 
 
-def output_shape(module: nn.Module, shape: Shape, layer: str) -> Shape:
-    """The per-sample output shape of ``module`` for per-sample input ``shape``."""
+def output_shape(module: nn.Module, shape: Shape, layer: str, device: str | torch.device | None = None) -> Shape:
+    """The per-sample output shape of ``module`` for per-sample input ``shape`` (run on ``device``, default the module's)."""
     if isinstance(module, NeuronLayer):
         return shape
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            out = module(torch.zeros(1, *shape))
+            out = module(torch.zeros(1, *shape, device=device or _device_of(module)))
     except Exception as err:  # any failure to run is a shape problem of the spec
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ShapeProblem(f"{layer} cannot take an input of shape {show(shape)}: {first}") from None
@@ -130,6 +130,13 @@ def output_shape(module: nn.Module, shape: Shape, layer: str) -> Shape:
     if not isinstance(out, Tensor) or out.ndim == 0 or out.shape[0] != 1:
         raise ShapeProblem(f"{layer} must return a tensor that keeps the batch dimension, got {_what(out)}")
     return tuple(out.shape[1:])
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where ``module`` keeps its tensors (the meta device during validation)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _what(out: Any) -> str:

@@ -112,10 +112,10 @@ class Layer(nn.Module):
         else:
             raise ValueError(f"{where}: expected a number or a tensor, got {type(value).__name__}")
         bad = c.violations(tensor)
-        if bad.any():
+        if not tensor.is_meta and bad.any():  # meta tensors (shape-only validation) hold no values to check
             raise ValueError(f"{where}: value must be {c.describe()}, got {tensor[bad].flatten()[0].item():g}")
         raw = c.invert(tensor)
-        if not torch.isfinite(raw).all():
+        if not tensor.is_meta and not torch.isfinite(raw).all():
             worst = tensor[~torch.isfinite(raw)].flatten()[0].item()
             raise ValueError(f"{where}: value {worst:g} is too large: its raw value (inverse of {c.name}) overflows {raw.dtype}")
         self._tt_params[name] = ParamInfo(c, rank, learn)
