@@ -111,11 +111,15 @@ class Layer(nn.Module):
             tensor = torch.full((self.num_neurons,) if rank == 1 else (), float(value))
         else:
             raise ValueError(f"{where}: expected a number or a tensor, got {type(value).__name__}")
+        if tensor.is_meta:  # shape-only validation: no values to check or invert
+            self._tt_params[name] = ParamInfo(c, rank, learn)
+            self._set_raw(name, tensor, learn)
+            return
         bad = c.violations(tensor)
-        if not tensor.is_meta and bad.any():  # meta tensors (shape-only validation) hold no values to check
+        if bad.any():
             raise ValueError(f"{where}: value must be {c.describe()}, got {tensor[bad].flatten()[0].item():g}")
         raw = c.invert(tensor)
-        if not tensor.is_meta and not torch.isfinite(raw).all():
+        if not torch.isfinite(raw).all():
             worst = tensor[~torch.isfinite(raw)].flatten()[0].item()
             raise ValueError(f"{where}: value {worst:g} is too large: its raw value (inverse of {c.name}) overflows {raw.dtype}")
         self._tt_params[name] = ParamInfo(c, rank, learn)
