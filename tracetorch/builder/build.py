@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import inspect
+import os
 import warnings
 from collections.abc import Mapping
 from contextlib import nullcontext
@@ -273,6 +274,12 @@ def materialize(resolved: list[Resolved], device: Device) -> tuple[list[nn.Modul
     """The real modules of resolved layers (the meta ones themselves when ``device`` is meta)."""
     if device is not None and torch.device(device).type == "meta":
         return [layer.module for layer in resolved], []
+    need = sum(t.numel() * t.element_size() for layer in resolved for t in (*layer.module.parameters(),
+                                                                            *layer.module.buffers()))
+    have = _memory()
+    if (device is None or torch.device(device).type == "cpu") and have is not None and need > have:
+        return [], [((), f"the model needs {format_bytes(need)} for its parameters but this machine has "
+                         f"{format_bytes(have)} of memory (tt-validate checks such a spec without allocating it)")]
     modules: list[nn.Module] = []
     for layer in resolved:
         with torch.device(device) if device is not None else nullcontext():
@@ -281,6 +288,14 @@ def materialize(resolved: list[Resolved], device: Device) -> tuple[list[nn.Modul
             return modules, problems
         modules.append(module)
     return modules, []
+
+
+def _memory() -> int | None:
+    """The machine's physical memory in bytes (``None`` where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _make(entry: registry.LayerEntry, name: str, args: dict[str, Any], loc: Loc) -> tuple[nn.Module | None, Problems]:

@@ -145,9 +145,6 @@ class _Builder:
             self.fail(node, node.from_loc, f"{node.kind} combines two or more inputs, got {count}: list them in from")
 
     def _check_layer(self, node: FlatNode) -> None:
-        if len(node.inputs) != 1:
-            self.fail(node, node.from_loc, f"a layer takes one input, got {len(node.inputs)}: combine them first "
-                                           f"(add, mul, concat, sew)")
         document = {"layers": [{node.kind: node.args}]}
         spec, found = _validate(document)
         found += _registered_problems(document)
@@ -159,6 +156,9 @@ class _Builder:
             self.fail(node, (*node.loc, *rest), message)
         if spec is not None and not found:
             self.entries[node.name] = spec.entries()[0]
+        if len(node.inputs) != 1 and not (found and found[0][0] == ("layers", 0)):  # not for an unknown kind
+            self.fail(node, node.from_loc, f"a layer takes one input, got {len(node.inputs)}: combine them first "
+                                           f"(add, mul, concat, sew)")
 
     def check_wiring(self) -> None:
         used = {e.node for n in self.flat.nodes for e in n.inputs}
@@ -203,7 +203,7 @@ class _Builder:
                         failed.add(name)
                         del known[name]
                 elif inputs[0] in known:
-                    layer, found = resolve_layer(*self.entries[name], known[inputs[0]], node.loc)
+                    layer, found = resolve_layer(*self.entries[name], known[inputs[0]], (*node.loc, node.kind))
                     if found:
                         self.problems += [(loc, f"in {name}: {m}" if node.instance else m) for loc, m in found]
                         failed.add(name)
