@@ -88,6 +88,8 @@ class Expander:
         self.nodes: list[FlatNode] = []
         self.output: str | None = None
         self._layer_names = _layer_names()
+        self._broken: set[str] = set()  # flat names of written nodes that could not be read (reported once)
+        self.flawed: set[str] = set()  # nodes with a reported problem in their inputs or parameters (not checked further)
         for key in data:
             if key == "layers":
                 self.problems.append((("layers",), "a spec has either layers (a chain) or nodes (a graph), not both"))
@@ -101,6 +103,8 @@ class Expander:
         output = data.get("output", _ABSENT)
         if output is _ABSENT:
             self.problems.append(((), "a graph needs output: the name of the node whose output the model returns"))
+        elif isinstance(output, str) and output in self._broken:
+            pass  # its node is reported already
         elif not isinstance(output, str) or output not in outputs:
             hint = _close(str(output), list(outputs)) or f"; nodes: {', '.join(outputs) or 'none'}"
             self.problems.append((("output",), f"output '{output}' is not a node{hint}"))
@@ -183,6 +187,7 @@ class Expander:
             self.problems.append((loc, "nodes must be a non-empty mapping {name: {Kind: {arguments}, from: inputs}}"))
             return {}
         parsed = []
+        written = set(nodes)
         for local, entry in nodes.items():
             where = (*loc, local)
             if not valid_name(local, dotted=top):
@@ -200,13 +205,18 @@ class Expander:
                                              f"indent the arguments under '{kinds[0]}'"))
                 continue
             kind = str(kinds[0])
+            before = len(self.problems)
             args = self._substitute(entry[kinds[0]], params, (*where, kind), stack)
-            parsed.append((local, kind, args, entry.get("from", _ABSENT), where))
+            parsed.append((local, kind, args, entry.get("from", _ABSENT), where, len(self.problems) > before))
         outputs = {local: prefix + local + self._block_output(kind, ()) for local, kind, *_ in parsed}
+        self._broken |= {prefix + name for name in written if name not in outputs}
         previous: str | None = None
-        for local, kind, args, given, where in parsed:
-            inputs = self._inputs(given, where, outputs, source, previous)
+        for local, kind, args, given, where, flawed in parsed:
+            before = len(self.problems)
+            inputs = self._inputs(given, where, outputs, source, previous, prefix)
             previous = local
+            if flawed or len(self.problems) > before:
+                self.flawed.add(prefix + local)
             if kind in self.blocks:
                 self._instance(kind, args, prefix + local, where, inputs, stack)
             else:
@@ -223,7 +233,8 @@ class Expander:
         inner = next((k for k in entry if k != "from"), "") if isinstance(entry, dict) else ""
         return f".{local}" + self._block_output(str(inner), (*seen, kind))
 
-    def _inputs(self, given: Any, where: Loc, outputs: dict[str, str], source: Edge, previous: str | None) -> list[Edge]:
+    def _inputs(self, given: Any, where: Loc, outputs: dict[str, str], source: Edge, previous: str | None,
+                prefix: str) -> list[Edge]:
         loc = (*where, "from")
         if given is _ABSENT:
             return [Edge(outputs[previous])] if previous is not None else [source]
@@ -248,6 +259,8 @@ class Expander:
                 edges.append(Edge(source.node, source.delay + delay))
             elif name in outputs:
                 edges.append(Edge(outputs[name], delay))
+            elif prefix + name in self._broken:
+                continue  # a node already reported as broken
             else:
                 known = [INPUT, *outputs]
                 hint = _close(name, known) or f"; inputs can be {', '.join(known)}"

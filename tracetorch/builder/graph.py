@@ -118,6 +118,8 @@ class _Builder:
             if any(other.startswith(name + ".") for other in names):
                 self.fail(self.nodes[name], self.nodes[name].loc, f"'{name}' is a node and a group of nodes ({name}.*)")
         for node in self.flat.nodes:
+            if node.name in self.flat.flawed:
+                continue
             if node.kind in COMBINES:
                 self._check_combine(node)
             else:
@@ -259,7 +261,10 @@ class _Builder:
 
     def raise_problems(self, label: str | None) -> None:
         if self.problems:
-            raise SpecError(issues(self.lines, _unique(self.problems)), label)
+            found = issues(self.lines, _unique(self.problems))
+            if label is not None:  # file order: included files after the spec, each by line
+                found.sort(key=lambda i: (":" in i.location.split(".")[0], i.line or 0))
+            raise SpecError(found, label)
 
 
 def _unique(problems: Problems) -> Problems:
@@ -270,8 +275,7 @@ def build_graph(data: dict[str, Any], lines: dict[Loc, int], label: str | None, 
                 device: Device = None) -> Graph:
     """Build a :class:`tracetorch.Graph` from a graph document (see :mod:`tracetorch.builder.blocks`)."""
     b = _Builder(data, lines, label, base_dir)
-    if not b.problems:
-        b.check_nodes()
+    b.check_nodes()
     if not b.problems:
         b.check_wiring()
     b.raise_problems(label)
