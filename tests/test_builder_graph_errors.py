@@ -184,3 +184,31 @@ def test_random_graphs_build_or_raise_spec_error(document) -> None:
     x = torch.rand(3, 2, *model.input_shape)
     torch.testing.assert_close(model.run(x), torch.stack([stepper(x_t) for x_t in x]))
     assert model.save_states().keys() == stepper.save_states().keys()
+
+
+@st.composite
+def plausible_graphs(draw):
+    """Valid-looking graphs on [4] inputs: layers keep the shape, combines mix earlier (or delayed) nodes."""
+    count = draw(st.integers(1, 6))
+    names = [f"n{i}" for i in range(count)]
+    nodes: dict = {}
+    for i, name in enumerate(names):
+        earlier = ["input", *names[:i]]
+        kind = draw(st.sampled_from(["Linear", "LIB", "SLIB", "RLIT", "add", "mul", "sew"]))
+        pick = st.one_of(st.sampled_from(earlier), st.builds(lambda n: {"node": n, "delay": 1}, st.sampled_from(names)))
+        if kind in ("add", "mul", "sew"):
+            nodes[name] = {kind: {"fn": draw(st.sampled_from(["ADD", "AND", "IAND"]))} if kind == "sew" else {},
+                           "from": draw(st.lists(pick, min_size=2, max_size=2 if kind == "sew" else 3))}
+        else:
+            nodes[name] = {kind: {"out_features": 4} if kind == "Linear" else {}, "from": [draw(pick)]}
+    used = {e if isinstance(e, str) else e["node"] for n in nodes.values() for e in n["from"]}
+    sinks = [n for n in names if n not in used or n == names[-1]]
+    if len(sinks) > 1:
+        nodes["out"] = {"add": {}, "from": sinks}
+    return {"input_shape": [4], "nodes": nodes, "output": "out" if len(sinks) > 1 else sinks[0]}
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(plausible_graphs())
+def test_plausible_graphs_run_the_same_in_step_and_sequence_mode(document) -> None:
+    test_random_graphs_build_or_raise_spec_error.hypothesis.inner_test(document)
