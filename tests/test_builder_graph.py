@@ -12,13 +12,13 @@ import pytest
 import torch
 import yaml
 from torch import nn
+from tracetorch.cli import validate as validate_cli
 
 import tracetorch as tt
 from tracetorch.builder import SpecError, model_to_spec
 from tracetorch.builder.build import SpecWarning
 from tracetorch.builder.dot import graph_to_dot, write_picture
 from tracetorch.builder.summary import summarize_graph
-from tracetorch.cli import validate as validate_cli
 from tracetorch.core.graph import combine
 
 MODELS = Path(__file__).parents[1] / "configs" / "model"

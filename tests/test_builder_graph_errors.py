@@ -32,8 +32,8 @@ CORPUS: list[tuple[str, str, list[tuple[str, int | None, str]]]] = [
     ("add-shapes", IMG + "nodes:\n  a: {Conv2d: {out_channels: 64, kernel_size: 3, padding: 1}}\n"
      "  b: {Conv2d: {out_channels: 32, kernel_size: 3, padding: 1}, from: input}\n  s: {add: {}, from: [a, b]}\noutput: s\n",
      [("nodes.s", 5, "add of shapes that differ: a gives [64, 8, 8] (line 3) but b gives [32, 8, 8] (line 4)")]),
-    ("concat-shapes", IMG + "nodes:\n  a: {Conv2d: {out_channels: 4, kernel_size: 3}}\n  b: {concat: {dim: 0}, from: [a, input]}\n"
-     "output: b\n",
+    ("concat-shapes", IMG + "nodes:\n  a: {Conv2d: {out_channels: 4, kernel_size: 3}}\n"
+     "  b: {concat: {dim: 0}, from: [a, input]}\noutput: b\n",
      [("nodes.b", 4, "concat along dim 0: a gives [4, 6, 6] (line 3) and input gives [3, 8, 8]; "
                      "sizes must match except at dim 0")]),
     ("dangling", S4 + "nodes:\n  a: {Linear: {out_features: 4}}\n  b: {LIB: {}}\n  c: {Linear: {out_features: 2}, from: a}\n"
@@ -41,7 +41,8 @@ CORPUS: list[tuple[str, str, list[tuple[str, int | None, str]]]] = [
      [("nodes.b", 4, "node 'b' is dangling: no node takes its output and it is not the output")]),
     ("no-output", S4 + "nodes:\n  a: {Linear: {out_features: 4}}\n",
      [("<spec>", 1, "a graph needs output: the name of the node whose output the model returns")]),
-    ("bad-output", S4 + "nodes:\n  a: {Linear: {out_features: 4}}\noutput: b\n", [("output", 4, "output 'b' is not a node; nodes: a")]),
+    ("bad-output", S4 + "nodes:\n  a: {Linear: {out_features: 4}}\noutput: b\n",
+     [("output", 4, "output 'b' is not a node; nodes: a")]),
     ("layer-two-inputs", S4 + "nodes:\n  a: {Linear: {out_features: 4}}\n  b: {LIB: {}, from: [a, input]}\noutput: b\n",
      [("nodes.b.from", 4, "a layer takes one input, got 2: combine them first (add, mul, concat, sew)")]),
     ("add-one-input", S4 + "nodes:\n  a: {add: {}}\noutput: a\n",
