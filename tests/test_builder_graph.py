@@ -304,3 +304,20 @@ def test_a_chain_spec_builds_what_it_builds_today() -> None:
     model = _build(MODELS / "mlp.yaml")
     assert type(model) is tt.Sequential
     assert [type(m).__name__ for m in model] == ["Flatten", "Linear", "LIB", "Linear", "LIB", "Linear", "LI"]
+
+
+def test_trace_learning_wraps_the_synapses_of_a_graph() -> None:
+    """The online trace rule finds Linear/Conv nodes feeding spiking nodes (through pass-through nodes) in graphs too."""
+    from tracetorch.online.trace import TraceSynapse, disable_trace_learning, enable_trace_learning
+
+    model = _build(MODELS / "two_branch.yaml")
+    plain = copy.deepcopy(model)
+    assert enable_trace_learning(model) == ["nodes.conv", "nodes.small", "nodes.large", "nodes.fc"]
+    assert isinstance(model.module("small"), TraceSynapse)
+    x = torch.rand(3, 2, *SHAPE)
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model.run(x), plain.run(x))  # same forward values; only the gradients change
+    model.run(x).sum().backward()
+    assert all(p.grad is not None for p in model.module("small").parameters())
+    assert disable_trace_learning(model) == ["nodes.conv", "nodes.small", "nodes.large", "nodes.fc"]
+    assert list(model.state_dict()) == list(plain.state_dict())

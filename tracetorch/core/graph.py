@@ -274,6 +274,17 @@ class Graph(Model):
         """The delay holding the previous output of node ``name``."""
         return self.delays.get(name)  # type: ignore[return-value]
 
+    def chain_after(self, name: str) -> list[nn.Module]:
+        """The modules that node ``name`` feeds alone, in order: while a node's output goes (undelayed) to exactly
+        one node and that node is a module node, follow it (a residual branch point ends the chain)."""
+        chain: list[nn.Module] = []
+        while True:
+            readers = [n for n in self._nodes.values() if any(e.node == name for e in n.inputs)]
+            if len(readers) != 1 or readers[0].op != "module" or any(e.delay for e in readers[0].inputs):
+                return chain
+            name = readers[0].name
+            chain.append(self.module(name))
+
     def _apply_node(self, node: Node, inputs: list[Tensor], lead: int, whole: bool) -> Tensor:
         if node.op != "module":
             return combine(node.op, node.options, inputs, lead)
