@@ -321,3 +321,13 @@ def test_trace_learning_wraps_the_synapses_of_a_graph() -> None:
     assert all(p.grad is not None for p in model.module("small").parameters())
     assert disable_trace_learning(model) == ["nodes.conv", "nodes.small", "nodes.large", "nodes.fc"]
     assert list(model.state_dict()) == list(plain.state_dict())
+
+
+def test_the_readme_graph_example_builds() -> None:
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"### Graph models.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    model = tt.build_model(yaml.safe_load(block), input_shape=SHAPE)
+    assert "nodes.layer2.first.conv1.weight" in model.state_dict()
+    assert model.run(torch.rand(2, 2, *SHAPE)).shape == (2, 2, 10)
