@@ -331,3 +331,19 @@ def test_the_readme_graph_example_builds() -> None:
     model = tt.build_model(yaml.safe_load(block), input_shape=SHAPE)
     assert "nodes.layer2.first.conv1.weight" in model.state_dict()
     assert model.run(torch.rand(2, 2, *SHAPE)).shape == (2, 2, 10)
+
+
+def test_the_json_schema_accepts_the_graph_examples_and_rejects_broken_graphs() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = tt.builder.json_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in EXAMPLES:
+        assert list(validator.iter_errors(yaml.safe_load(path.read_text()))) == [], path
+    assert validator.is_valid({"nodes": {"a": {"SLIB": {"alpha": 0.5}, "from": ["input", {"node": "a", "delay": 1}]}},
+                               "output": "a"})
+    for broken in ({"nodes": {"a": {"LIB": {"alpha": 0.5}}}, "output": "a"}, {"nodes": {"a": {"LIB": {}}}},
+                   {"layers": [{"LIB": {}}], "nodes": {"a": {"LIB": {}}}, "output": "a"},
+                   {"nodes": {"a": {"sew": {"fn": "OR"}, "from": ["input", "input"]}}, "output": "a"},
+                   {"nodes": {"a": {"add": {}, "from": [{"node": "a", "delay": 2}]}}, "output": "a"}):
+        assert not validator.is_valid(broken), broken
