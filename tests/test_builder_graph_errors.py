@@ -88,6 +88,8 @@ CORPUS: list[tuple[str, str, list[tuple[str, int | None, str]]]] = [
      [("blocks.LIB", 3, "block 'LIB' has the name of a layer")]),
     ("block-two-inputs", BLOCK + "nodes:\n  a: {B: {width: 4}, from: [input, input]}\noutput: a\n",
      [("nodes.a.from", 8, "block B takes one input, got 2")]),
+    ("delay-without-shape", "nodes:\n  acc: {add: {}, from: [input, {node: acc, delay: 1}]}\noutput: acc\n",
+     [("nodes.acc", 2, "node 'acc' is read through a delay, so its output shape must be known: give the model an input_shape")]),
     ("huge-float", S4 + "nodes:\n  a: {Linear: {out_features: 1.0e+20}}\noutput: a\n",
      [("nodes.a.Linear.out_features", 3, "out_features must be an integer, got 1e+20")]),
 ]

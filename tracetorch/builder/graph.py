@@ -280,13 +280,17 @@ def build_graph(data: dict[str, Any], lines: dict[Loc, int], label: str | None, 
         b.check_wiring()
     b.raise_problems(label)
     resolved, known = b.infer()
+    delayed = {e.node for n in b.flat.nodes for e in n.inputs if e.delay}
+    for name in sorted(delayed):
+        if known.get(name) is None and not b.problems:  # the zeros of step 0 need the shape
+            b.fail(b.nodes[name], b.nodes[name].loc, f"node '{name}' is read through a delay, so its output shape must be "
+                                                     f"known: give the model an input_shape")
     b.raise_problems(label)
     order = [n.name for n in b.flat.nodes if n.name in resolved]
     modules, found = materialize([resolved[name] for name in order], device)
     b.problems += found
     b.raise_problems(label)
     assert b.flat.output is not None
-    delayed = {e.node for n in b.flat.nodes for e in n.inputs if e.delay}
     model = Graph(b.graph_nodes(), dict(zip(order, modules)), b.flat.output,
                   {name: known[name] for name in delayed})  # type: ignore[misc]
     model.input_shape = b.input_shape
