@@ -3,8 +3,9 @@
 A spec is a mapping with ``layers``, a list of one-key mappings ``{LayerName: {args}}``
 (``{}`` when none), plus optional ``input_shape`` (per sample, used to infer sizes)
 and ``name``; a spec with ``nodes`` instead of ``layers`` is a graph (branches, residual
-connections, blocks, delayed edges; see :mod:`tracetorch.builder.blocks`). A number or a list given for an SNN parameter is shorthand for
-``{value: ...}``; ``{value, rank, learn}`` sets the rest.
+connections, blocks, delayed edges; see :mod:`tracetorch.builder.blocks`). A number or a
+list given for an SNN parameter is shorthand for ``{value: ...}``; ``{value, rank, learn}``
+sets the rest.
 
 Example:
     >>> import torch, tracetorch as tt
