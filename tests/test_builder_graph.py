@@ -347,3 +347,28 @@ def test_the_json_schema_accepts_the_graph_examples_and_rejects_broken_graphs() 
                    {"nodes": {"a": {"sew": {"fn": "OR"}, "from": ["input", "input"]}}, "output": "a"},
                    {"nodes": {"a": {"add": {}, "from": [{"node": "a", "delay": 2}]}}, "output": "a"}):
         assert not validator.is_valid(broken), broken
+
+
+def test_output_shape_formulas_equal_running_the_layers() -> None:
+    """Validation computes common layers' shapes by formula (no meta kernels); PyTorch running them is the reference."""
+    import itertools
+
+    from tracetorch.builder.shapes import _analytic
+
+    checked = 0
+    for size, k, s, p, d, ceil in itertools.product([5, 8, 11], [1, 2, 3], [1, 2, 3], [0, 1], [1, 2], [False, True]):
+        if p > k // 2:
+            continue
+        for module in (nn.MaxPool2d(k, s, p, d, ceil_mode=ceil), nn.AvgPool2d(k, s, p, ceil_mode=ceil),
+                       nn.Conv2d(2, 3, k, s, p, d), nn.Conv1d(2, 3, k, s, p, d)):
+            shape = (2, size) if isinstance(module, nn.Conv1d) else (2, size, size + 1)
+            try:
+                real = tuple(module(torch.zeros(1, *shape)).shape[1:])
+            except RuntimeError:
+                real = None
+            assert _analytic(module, shape) == real, (module, shape)
+            checked += 1
+    for module, shape in ((nn.Linear(6, 3), (4, 6)), (nn.AdaptiveAvgPool2d((2, None)), (3, 5, 7)), (nn.LayerNorm(7), (3, 7)),
+                          (nn.BatchNorm2d(3).eval(), (3, 4, 4)), (nn.BatchNorm1d(3).eval(), (3,)), (nn.Dropout(), (5,))):
+        assert _analytic(module, shape) == tuple(module(torch.zeros(2, *shape)).shape[1:])
+    assert checked > 300
