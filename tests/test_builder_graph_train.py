@@ -16,7 +16,7 @@ def _train(tmp_path, *overrides: str) -> dict:
     done = run_cli(["tracetorch.cli.train", *QUICK, *overrides, f"hydra.run.dir={run_dir}"], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert len(records) == 1 and records[0]["step"] == 3
+    assert len(records) == 1 and records[0]["epoch"] == 1 and records[0]["step"] >= 3
     return records[0]
 
 
@@ -29,7 +29,9 @@ def test_tt_train_a_recurrent_graph_then_tt_eval(tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("overrides", [["model=two_branch", "trainer=trace"], ["model=two_branch", "trainer.detach_every=2"],
-                                       ["model=sew_resnet18"]],
+                                       ["model=sew_resnet18", "+model.nodes.layer4.Stage.stride=1"]],
                          ids=["trace", "tbptt", "sew_resnet18"])
 def test_tt_train_graph_models_with_each_learning_rule(tmp_path, overrides) -> None:
+    """sew_resnet18 on 8x8 digits: layer4 keeps 2x2 (stride 1), since the trainer's one-sample probe runs BatchNorm in
+    training mode, which cannot normalise a single value per channel (1x1 maps)."""
     _train(tmp_path, *overrides)
