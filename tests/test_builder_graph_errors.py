@@ -140,6 +140,14 @@ def test_include_errors_name_the_file(tmp_path: Path) -> None:
         ("wrong.yaml: blocks.C.nodes.fc.Linear.out_features", 4, "in x.fc: out_features must be an integer, got 'x'")]
 
 
+def test_a_file_included_twice_is_read_once(tmp_path: Path) -> None:
+    (tmp_path / "d.yaml").write_text("blocks:\n  D:\n    nodes:\n      fc: {Linear: {out_features: 4}}\n")
+    (tmp_path / "b.yaml").write_text("include: d.yaml\n")
+    (tmp_path / "c.yaml").write_text("include: [d.yaml]\n")
+    (tmp_path / "top.yaml").write_text(S4 + "include: [b.yaml, c.yaml]\nnodes:\n  x: {D: {}}\noutput: x\n")
+    assert list(tt.build_model(tmp_path / "top.yaml").state_dict()) == ["nodes.x.fc.weight", "nodes.x.fc.bias"]
+
+
 def test_a_delayed_loop_builds_and_a_shapeless_one_is_named() -> None:
     model = tt.build_model({"input_shape": [3], "output": "acc", "nodes": {
         "acc": {"add": {}, "from": ["input", {"node": "acc", "delay": 1}]}}})

@@ -90,6 +90,7 @@ class Expander:
         self._layer_names = _layer_names()
         self._broken: set[str] = set()  # flat names of written nodes that could not be read (reported once)
         self.flawed: set[str] = set()  # nodes with a reported problem in their inputs or parameters (not checked further)
+        self._loaded: set[Path] = set()
         for key in data:
             if key == "layers":
                 self.problems.append((("layers",), "a spec has either layers (a chain) or nodes (a graph), not both"))
@@ -129,6 +130,9 @@ class Expander:
                 names = [p.name for p in chain[chain.index(path):]] + [path.name]
                 self.problems.append((where, f"include cycle: {' -> '.join(names)}"))
                 continue
+            if path in self._loaded:  # included twice (a diamond): its blocks are already here
+                continue
+            self._loaded.add(path)
             try:
                 data, lines = read_document(path)
             except SpecError as err:
