@@ -369,6 +369,7 @@ def test_output_shape_formulas_equal_running_the_layers() -> None:
             assert _analytic(module, shape) == real, (module, shape)
             checked += 1
     for module, shape in ((nn.Linear(6, 3), (4, 6)), (nn.AdaptiveAvgPool2d((2, None)), (3, 5, 7)), (nn.LayerNorm(7), (3, 7)),
-                          (nn.BatchNorm2d(3).eval(), (3, 4, 4)), (nn.BatchNorm1d(3).eval(), (3,)), (nn.Dropout(), (5,))):
+                          (nn.BatchNorm2d(3).eval(), (3, 4, 4)), (nn.BatchNorm1d(3).eval(), (3,)), (nn.Dropout(), (5,)),
+                          (nn.Flatten(), (3, 4, 5)), (nn.Flatten(2), (3, 4, 5)), (nn.Flatten(1, 2), (3, 4, 5))):
         assert _analytic(module, shape) == tuple(module(torch.zeros(2, *shape)).shape[1:])
     assert checked > 300

@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -144,6 +145,11 @@ def _analytic(module: nn.Module, shape: Shape) -> Shape | None:
         return shape
     if kind in (nn.BatchNorm1d, nn.BatchNorm2d) and len(shape) in _BATCHNORM_RANKS[kind] and shape[0] == module.num_features:
         return shape
+    if kind is nn.Flatten:
+        full = (1, *shape)
+        start, end = module.start_dim % len(full), module.end_dim % len(full)
+        if start <= end:
+            return (*full[:start], math.prod(full[start:end + 1]), *full[end + 1:])[1:] if start > 0 else None
     if kind is nn.Linear and shape and shape[-1] == module.in_features:
         return (*shape[:-1], module.out_features)
     if kind in (nn.Conv1d, nn.Conv2d) and isinstance(module.padding, tuple) and len(shape) == len(module.kernel_size) + 1 \

@@ -38,7 +38,7 @@ class LayerRow:
 def summarize(model: nn.Module) -> list[LayerRow]:
     """One row per top-level module, shapes traced from ``model.input_shape`` when known."""
     shape: shapes.Shape | None = getattr(model, "input_shape", None)
-    meta = any(p.is_meta for p in model.parameters())
+    meta = all(t.is_meta for t in (*model.parameters(), *model.buffers()))  # built for validation (or holds nothing)
     rows = []
     for index, module in enumerate(model.children()):
         if shape is not None:
