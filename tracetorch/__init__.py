@@ -9,13 +9,13 @@ Example:
 
 from tracetorch import builder, functional, online, snn
 from tracetorch.builder import build_model, load_spec
-from tracetorch.core import Layer, Model, Sequential, StateFileError
+from tracetorch.core import Graph, Layer, Model, Sequential, StateFileError
 
 __version__ = "0.20.0"
 
 __all__ = [
-    "builder", "build_model", "load_spec", "functional", "online", "snn", "Layer", "Model", "Sequential", "StateFileError",
-    "load_trained", "__version__",
+    "builder", "build_model", "load_spec", "functional", "online", "snn", "Graph", "Layer", "Model", "Sequential",
+    "StateFileError", "load_trained", "__version__",
 ]
 
 

@@ -2,8 +2,10 @@
 
 A spec is a mapping with ``layers``, a list of one-key mappings ``{LayerName: {args}}``
 (``{}`` when none), plus optional ``input_shape`` (per sample, used to infer sizes)
-and ``name``. A number or a list given for an SNN parameter is shorthand for
-``{value: ...}``; ``{value, rank, learn}`` sets the rest.
+and ``name``; a spec with ``nodes`` instead of ``layers`` is a graph (branches, residual
+connections, blocks, delayed edges; see :mod:`tracetorch.builder.blocks`). A number or a
+list given for an SNN parameter is shorthand for ``{value: ...}``; ``{value, rank, learn}``
+sets the rest.
 
 Example:
     >>> import torch, tracetorch as tt
@@ -21,15 +23,18 @@ Example:
       layers[0]: unknown layer 'SDLIB': prefixes go in the order D, S, R; did you mean 'DSLIB'?
 """
 
-from tracetorch.builder.build import build_model, layer_to_entry, load_spec, model_to_spec
+from tracetorch.builder.build import SpecWarning, build_model, layer_to_entry, load_spec, model_to_spec
 from tracetorch.builder.errors import SpecError, SpecIssue
+from tracetorch.builder.graph import GraphSpec
 from tracetorch.builder.registry import register, register_function, registered_names, unregister
 from tracetorch.builder.schema import ModelSpec, json_schema
 
 __all__ = [
+    "GraphSpec",
     "ModelSpec",
     "SpecError",
     "SpecIssue",
+    "SpecWarning",
     "build_model",
     "json_schema",
     "layer_to_entry",

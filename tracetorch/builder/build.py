@@ -17,9 +17,13 @@ Example:
 from __future__ import annotations
 
 import inspect
+import os
+import warnings
 from collections.abc import Mapping
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import torch
 from pydantic import ValidationError
@@ -30,13 +34,17 @@ from tracetorch.builder.errors import Loc, SpecError, SpecIssue, format_loc, iss
 from tracetorch.builder.schema import ModelSpec
 from tracetorch.builder.translate import translate
 from tracetorch.builder.yaml_lines import load_yaml
+from tracetorch.core.graph import Graph
 from tracetorch.core.model import Sequential
 from tracetorch.snn.grammar import param_specs
 from tracetorch.snn.layer import NeuronLayer
 
+if TYPE_CHECKING:
+    from tracetorch.builder.graph import GraphSpec
+
 __all__ = ["build_model", "load_spec", "model_to_spec", "read_document"]
 
-Source = ModelSpec | Mapping[str, Any] | str | Path
+Source: TypeAlias = "ModelSpec | GraphSpec | Mapping[str, Any] | str | Path"
 Problems = list[tuple[Loc, str]]
 MAX_SPEC_BYTES = 16 << 20  # a model file is a page of YAML; 16 MiB leaves room for generated ones
 
@@ -92,11 +100,19 @@ def _validate(data: Any) -> tuple[ModelSpec | None, Problems]:
         return None, translate(err)
 
 
-def load_spec(source: Source) -> ModelSpec:
-    """Read and validate a spec (file path, dict or ``ModelSpec``) without building modules."""
-    if isinstance(source, ModelSpec):
+def load_spec(source: Source) -> ModelSpec | GraphSpec:
+    """Read and validate a spec (file path, dict or ``ModelSpec``) without allocating modules.
+
+    A chain gives a :class:`ModelSpec`; a graph (``nodes``) a :class:`~tracetorch.builder.graph.GraphSpec`.
+    """
+    from tracetorch.builder.graph import GraphSpec, build_graph, is_graph_document
+
+    if isinstance(source, (ModelSpec, GraphSpec)):
         return source
     data, lines, label = _document(source)
+    if is_graph_document(data):  # a graph is checked by building it on the meta device (no memory)
+        build_graph(data, lines, label, _base_dir(source), "meta")
+        return GraphSpec(data)
     spec, problems = _validate(data)
     problems += _registered_problems(data)
     if problems:
@@ -105,31 +121,53 @@ def load_spec(source: Source) -> ModelSpec:
     return spec
 
 
-def build_model(source: Source, *, input_shape: list[int] | tuple[int, ...] | None = None) -> Sequential:
-    """Build the model a spec describes: a :class:`tracetorch.Sequential` (``forward`` = one step).
+def build_model(
+    source: Source, *, input_shape: list[int] | tuple[int, ...] | None = None, device: Device = None
+) -> Sequential | Graph:
+    """Build the model a spec describes: a :class:`tracetorch.Sequential` for a ``layers`` chain, a
+    :class:`tracetorch.Graph` for a ``nodes`` graph (``forward`` = one step).
 
     Sizes the spec omits are inferred from ``input_shape`` (the spec's, or the
     keyword's, which wins: a trainer passes its dataset's sample shape); every
-    problem in the spec is reported at once as a :class:`SpecError`.
+    problem in the spec is reported at once as a :class:`SpecError`. Shapes are
+    inferred on PyTorch's meta device, so ``device="meta"`` checks a spec of any size
+    without allocating its parameters (exact shapes and counts, no values).
     """
-    if isinstance(source, ModelSpec):
+    from tracetorch.builder.graph import GraphSpec, build_graph, is_graph_document
+
+    if isinstance(source, (ModelSpec, GraphSpec)):
         source = source.to_dict()
     data, lines, label = _document(source)
     if input_shape is not None and isinstance(data, dict):
         data = {**data, "input_shape": list(input_shape)}
+    if is_graph_document(data):
+        return build_graph(data, lines, label, _base_dir(source), device)
     spec, problems = _validate(data)
     problems += _registered_problems(data)
     if spec is None or problems:
         problems += _prefix_problems(data, problems)
     if spec is not None and not problems:
-        modules, problems = _build_layers(spec.entries(), spec.input_shape)
+        resolved, problems = _resolve_chain(spec.entries(), spec.input_shape)
+        if not problems:
+            modules, problems = materialize(resolved, device)
     if problems:
         raise SpecError(issues_at(lines, sorted(problems, key=_order)), label)
     assert spec is not None
     model = Sequential(*modules)
     model.input_shape = None if spec.input_shape is None else tuple(spec.input_shape)
     model.spec_name = spec.name
+    model.spec_warnings = issues_at(lines, [w for layer in resolved for w in layer.warnings])
+    for issue in model.spec_warnings:
+        warnings.warn(f"{label or 'spec'}: {issue}", SpecWarning, stacklevel=2)
     return model
+
+
+def _base_dir(source: Source) -> Path | None:
+    return Path(source).parent if isinstance(source, (str, Path)) else None
+
+
+class SpecWarning(UserWarning):
+    """A spec that builds but probably does not mean what it says (``model.spec_warnings`` lists them)."""
 
 
 def _order(problem: tuple[Loc, str]) -> tuple[int, int]:
@@ -151,7 +189,7 @@ def _prefix_problems(data: Any, problems: Problems) -> Problems:
     spec, more = _validate(prefix)
     if spec is None or more or _registered_problems(prefix):
         return []
-    return _build_layers(spec.entries(), spec.input_shape)[1]
+    return _resolve_chain(spec.entries(), spec.input_shape)[1]
 
 
 def _registered_problems(data: Any) -> Problems:
@@ -174,37 +212,137 @@ def _registered_problems(data: Any) -> Problems:
     return problems
 
 
-def _build_layers(entries: list[tuple[str, dict[str, Any]]], input_shape: list[int] | None) -> tuple[list[nn.Module], Problems]:
+def _resolve_chain(entries: list[tuple[str, dict[str, Any]]], input_shape: list[int] | None) -> tuple[list[Resolved], Problems]:
     shape: shapes.Shape | None = None if input_shape is None else tuple(input_shape)
-    modules: list[nn.Module] = []
-    problems: Problems = []
+    resolved: list[Resolved] = []
     for index, (name, args) in enumerate(entries):
-        loc: Loc = ("layers", index, name)
-        entry = registry.lookup(name)
-        accepted = list(inspect.signature(entry.factory).parameters)
-        plain = {k: v for k, v in args.items() if k in schema.INFERABLE and v is not None}
-        sizes, found = shapes.infer_arguments(name, accepted, plain, shape)
-        if found:
-            problems += [((*loc, arg), reason) for arg, reason in found]
+        layer, problems = resolve_layer(name, args, shape, ("layers", index, name))
+        if problems:
+            return resolved, problems
+        assert layer is not None
+        resolved.append(layer)
+        shape = layer.output_shape
+    return resolved, []
+
+
+Device = str | torch.device | None
+
+
+@dataclass
+class Resolved:
+    """A layer with every argument known: ``module`` lives on the meta device (shapes and counts only)."""
+
+    name: str
+    args: dict[str, Any]
+    loc: Loc
+    module: nn.Module
+    input_shape: shapes.Shape | None
+    output_shape: shapes.Shape | None
+    warnings: list[tuple[Loc, str]]
+
+
+def resolve_layer(name: str, args: dict[str, Any], shape: shapes.Shape | None, loc: Loc) -> tuple[Resolved | None, Problems]:
+    """Infer the omitted sizes of one layer from its input ``shape`` and find its output shape, allocating nothing."""
+    entry = registry.lookup(name)
+    accepted = list(inspect.signature(entry.factory).parameters)
+    plain = {k: v for k, v in args.items() if k in schema.INFERABLE and v is not None}
+    sizes, found = shapes.infer_arguments(name, accepted, plain, shape)
+    if found:
+        return None, [((*loc, arg), reason) for arg, reason in found]
+    merged = {**args, **sizes}
+    with torch.device("meta"):
+        module, problems = _make(entry, name, merged, loc)
+    if module is None:
+        return None, problems
+    out = shape
+    if shape is not None:
+        try:
+            out = shapes.output_shape(module, shape, name, "meta")
+        except shapes.ShapeProblem as err:
+            fallback, _ = _make(entry, name, merged, loc) if _small(module) else (None, [])
+            if fallback is None:  # a module that cannot run on the meta device is run for real when it is small
+                return None, [(loc, str(err))]
+            try:
+                out = shapes.output_shape(fallback, shape, name, "cpu")
+            except shapes.ShapeProblem as real:
+                return None, [(loc, str(real))]
+    return Resolved(name, merged, loc, module, shape, out, _dim_warnings(entry, name, args, shape, loc)), []
+
+
+def _small(module: nn.Module) -> bool:
+    return sum(t.numel() for t in (*module.parameters(), *module.buffers())) <= 10_000_000
+
+
+def _dim_warnings(entry: registry.LayerEntry, name: str, args: dict[str, Any], shape: shapes.Shape | None,
+                  loc: Loc) -> list[tuple[Loc, str]]:
+    """An SNN ``dim`` that does not pick the channels of a ``[C, ...]`` input is legal but rarely meant."""
+    dim = args.get("dim")
+    if entry.kind != "snn" or dim is None or shape is None or len(shape) < 2 or dim in (1, -len(shape)):
+        return []
+    size = shape[dim] if dim < 0 else shape[dim - 1]
+    return [((*loc, "dim"), f"{name} dim {dim} makes {size} neurons along an axis of {shapes.show(shape)} that is not "
+                            f"the channels (dim {-len(shape)}); every position shares them. Remove dim to put the "
+                            f"neurons on the channels")]
+
+
+def materialize(resolved: list[Resolved], device: Device) -> tuple[list[nn.Module], Problems]:
+    """The real modules of resolved layers (the meta ones themselves when ``device`` is meta)."""
+    if device is not None and torch.device(device).type == "meta":
+        return [layer.module for layer in resolved], []
+    need = sum(t.numel() * t.element_size() for layer in resolved for t in (*layer.module.parameters(),
+                                                                            *layer.module.buffers()))
+    have = _memory()
+    if (device is None or torch.device(device).type == "cpu") and have is not None and need > have:
+        return [], [((), f"the model needs {format_bytes(need)} for its parameters but this machine has "
+                         f"{format_bytes(have)} of memory (tt-validate checks such a spec without allocating it)")]
+    modules: list[nn.Module] = []
+    for layer in resolved:
+        with torch.device(device) if device is not None else nullcontext():
+            module, problems = _make(registry.lookup(layer.name), layer.name, layer.args, layer.loc)
+        if module is None:
             return modules, problems
-        kwargs, found = _kwargs(entry, name, {**args, **sizes}, loc)
-        if found:
-            problems += found
-            return modules, problems
+        modules.append(module)
+    return modules, []
+
+
+def _memory() -> int | None:
+    """The machine's physical memory in bytes (``None`` where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _make(entry: registry.LayerEntry, name: str, args: dict[str, Any], loc: Loc) -> tuple[nn.Module | None, Problems]:
+    kwargs, found = _kwargs(entry, name, args, loc)
+    if found:
+        return None, found
+    try:
+        return entry.factory(**kwargs), []
+    except Exception as err:  # the spec supplies every argument, so a failure is the spec's problem
+        text = (str(err) or type(err).__name__).strip().splitlines()[0]  # never C++ frames
+        if isinstance(err, (MemoryError, RuntimeError)) and "alloc" in text.lower():
+            need = _bytes(name, kwargs, entry)
+            text = f"cannot allocate the layer's parameters ({need}): {text}"
+        return None, [(loc, text if text.startswith(name) else f"{name}: {text}")]
+
+
+def _bytes(name: str, kwargs: dict[str, Any], entry: registry.LayerEntry) -> str:
+    with torch.device("meta"):
         try:
             module = entry.factory(**kwargs)
-        except Exception as err:  # the spec supplies every argument, so a failure is the spec's problem
-            text = str(err) or type(err).__name__
-            problems.append((loc, text if text.startswith(name) else f"{name}: {text}"))
-            return modules, problems
-        if shape is not None:
-            try:
-                shape = shapes.output_shape(module, shape, name)
-            except shapes.ShapeProblem as err:
-                problems.append((loc, str(err)))
-                return modules, problems
-        modules.append(module)
-    return modules, problems
+        except Exception:
+            return "size unknown"
+    return format_bytes(sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers())))
+
+
+def format_bytes(count: float) -> str:
+    """``1536`` -> ``"1.5 KB"`` (powers of 1024)."""
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if count < 1024 or unit == "TB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    return f"{count:.1f} TB"
 
 
 def _kwargs(entry: registry.LayerEntry, name: str, args: dict[str, Any], loc: Loc) -> tuple[dict[str, Any], Problems]:
@@ -240,11 +378,15 @@ def _kwargs(entry: registry.LayerEntry, name: str, args: dict[str, Any], loc: Lo
 
 
 def model_to_spec(model: nn.Module) -> ModelSpec:
-    """The spec of a :class:`tracetorch.Sequential` whose modules are all registered layers.
+    """The spec of a :class:`tracetorch.Sequential` (or a flat spec of a :class:`tracetorch.Graph`) of registered layers.
 
     Building it gives the same architecture and the same neuron parameter settings
     (from each layer's ``config``); trained weights live in ``state_dict``, not specs.
     """
+    if isinstance(model, Graph):
+        from tracetorch.builder.graph import graph_to_spec
+
+        return graph_to_spec(model)  # type: ignore[return-value]
     modules = list(model.children()) if isinstance(model, nn.Sequential | Sequential) else None
     if modules is None:
         raise TypeError(f"model_to_spec expects a tt.Sequential (as build_model returns), got {type(model).__name__}")

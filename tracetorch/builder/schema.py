@@ -359,7 +359,34 @@ def json_schema() -> dict[str, Any]:
         defs[f"{name}Layer"] = sub
         extra.append({"$ref": f"#/$defs/{name}Layer"})
     _replace_registered(schema, extra)
+    _add_graph(schema, [*_BUILTIN_NAMES, *user])
     return schema
+
+
+def _add_graph(schema: dict[str, Any], names: list[str]) -> None:
+    """Graph specs (``nodes``, ``output``, ``blocks``, ``include``) next to chains (``layers``): one or the other."""
+    reference = {"type": "object", "properties": {"node": {"type": "string"}, "delay": {"enum": [0, 1]}},
+                 "required": ["node"], "additionalProperties": False}
+    edge = {"anyOf": [{"type": "string"}, reference]}
+    kinds: dict[str, Any] = {name: {"$ref": f"#/$defs/{name}Layer/properties/{name}"} for name in names}
+    empty = {"type": ["object", "null"], "maxProperties": 0}
+    options = {"concat": {"dim": {"type": "integer"}}, "sew": {"fn": {"enum": ["ADD", "AND", "IAND"]}}}
+    kinds.update({"add": empty, "mul": empty})
+    kinds.update({op: {"type": ["object", "null"], "properties": props, "additionalProperties": False}
+                  for op, props in options.items()})
+    node = {"type": "object", "properties": {"from": {"anyOf": [edge, {"type": "array", "items": edge}]}, **kinds},
+            "additionalProperties": {"type": ["object", "null"], "description": "a block instance: {parameter: value}"},
+            "minProperties": 1, "maxProperties": 2}
+    nodes = {"type": "object", "additionalProperties": node, "minProperties": 1,
+             "description": "named nodes: {name: {Layer | add | mul | concat | sew | Block: {...}, from: inputs}}"}
+    block = {"type": "object", "required": ["nodes"], "additionalProperties": False,
+             "properties": {"params": {"type": ["object", "null"]}, "nodes": nodes, "output": {"type": "string"}}}
+    files = {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+    schema["properties"].update({"nodes": nodes, "output": {"type": "string", "description": "the node the model returns"},
+                                 "blocks": {"type": "object", "additionalProperties": block}, "include": files})
+    schema.pop("required", None)
+    schema["oneOf"] = [{"required": ["layers"], "not": {"required": ["nodes"]}}, {"required": ["nodes", "output"],
+                                                                                   "not": {"required": ["layers"]}}]
 
 
 def _replace_registered(node: Any, extra: list[dict[str, Any]]) -> None:

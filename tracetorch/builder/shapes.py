@@ -24,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -111,15 +112,18 @@ def _neurons(layer: str, accepted: Sequence[str], out: dict[str, Any], shape: Sh
     return []
 
 
-def output_shape(module: nn.Module, shape: Shape, layer: str) -> Shape:
-    """The per-sample output shape of ``module`` for per-sample input ``shape``."""
+def output_shape(module: nn.Module, shape: Shape, layer: str, device: str | torch.device | None = None) -> Shape:
+    """The per-sample output shape of ``module`` for per-sample input ``shape`` (run on ``device``, default the module's)."""
     if isinstance(module, NeuronLayer):
         return shape
+    known = _analytic(module, shape)
+    if known is not None:
+        return known
     was_training = module.training
     module.eval()
     try:
         with torch.no_grad():
-            out = module(torch.zeros(1, *shape))
+            out = module(torch.zeros(1, *shape, device=device or _device_of(module)))
     except Exception as err:  # any failure to run is a shape problem of the spec
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ShapeProblem(f"{layer} cannot take an input of shape {show(shape)}: {first}") from None
@@ -130,6 +134,62 @@ def output_shape(module: nn.Module, shape: Shape, layer: str) -> Shape:
     if not isinstance(out, Tensor) or out.ndim == 0 or out.shape[0] != 1:
         raise ShapeProblem(f"{layer} must return a tensor that keeps the batch dimension, got {_what(out)}")
     return tuple(out.shape[1:])
+
+
+def _analytic(module: nn.Module, shape: Shape) -> Shape | None:
+    """The output shape of common layers by their formula (running them on the meta device would load
+    PyTorch's Python decompositions, about a second); ``None`` when the module must be run to know."""
+    kind = type(module)
+    if kind in (nn.Identity, nn.Dropout) or (kind is nn.LayerNorm and tuple(shape[-len(module.normalized_shape):]) ==
+                                              tuple(module.normalized_shape)):
+        return shape
+    if kind in (nn.BatchNorm1d, nn.BatchNorm2d) and len(shape) in _BATCHNORM_RANKS[kind] and shape[0] == module.num_features:
+        return shape
+    if kind is nn.Flatten:
+        full = (1, *shape)
+        start, end = module.start_dim % len(full), module.end_dim % len(full)
+        if start <= end:
+            return (*full[:start], math.prod(full[start:end + 1]), *full[end + 1:])[1:] if start > 0 else None
+    if kind is nn.Linear and shape and shape[-1] == module.in_features:
+        return (*shape[:-1], module.out_features)
+    if kind in (nn.Conv1d, nn.Conv2d) and isinstance(module.padding, tuple) and len(shape) == len(module.kernel_size) + 1 \
+            and shape[0] == module.in_channels:
+        sizes = [_window(*args) for args in zip(shape[1:], module.kernel_size, module.stride, module.padding,
+                                                module.dilation, [False] * len(shape))]
+        return (module.out_channels, *sizes) if all(size > 0 for size in sizes) else None
+    if kind in (nn.MaxPool2d, nn.AvgPool2d) and len(shape) == 3:
+        pairs = [_pair(getattr(module, key, 1)) for key in ("kernel_size", "stride", "padding", "dilation")]
+        kernel, stride, padding, dilation = pairs[0], _pair(module.stride or module.kernel_size), pairs[2], pairs[3]
+        sizes = [_window(*args) for args in zip(shape[1:], kernel, stride, padding, dilation, [module.ceil_mode] * 2)]
+        return (shape[0], *sizes) if all(size > 0 for size in sizes) else None
+    if kind is nn.AdaptiveAvgPool2d and len(shape) == 3:
+        size = module.output_size
+        pair = (size, size) if isinstance(size, int) or size is None else tuple(size)
+        return (shape[0], *(given if s is None else s for s, given in zip(pair, shape[1:])))  # type: ignore[misc]
+    return None
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
+
+
+def _window(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil: bool) -> int:
+    """Output length of a convolution or pooling window (PyTorch's formula, ``ceil_mode`` included)."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + padding:  # the last window must start inside the input
+        out -= 1
+    return out
+
+
+_BATCHNORM_RANKS = {nn.BatchNorm1d: (1, 2), nn.BatchNorm2d: (3,)}
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where ``module`` keeps its tensors (the meta device during validation)."""
+    for tensor in (*module.parameters(), *module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 def _what(out: Any) -> str:

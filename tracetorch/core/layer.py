@@ -111,6 +111,10 @@ class Layer(nn.Module):
             tensor = torch.full((self.num_neurons,) if rank == 1 else (), float(value))
         else:
             raise ValueError(f"{where}: expected a number or a tensor, got {type(value).__name__}")
+        if tensor.is_meta:  # shape-only validation: no values to check or invert
+            self._tt_params[name] = ParamInfo(c, rank, learn)
+            self._set_raw(name, tensor, learn)
+            return
         bad = c.violations(tensor)
         if bad.any():
             raise ValueError(f"{where}: value must be {c.describe()}, got {tensor[bad].flatten()[0].item():g}")

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tracetorch.core.graph import Graph
 from tracetorch.core.layer import Layer
 from tracetorch.core.model import Sequential, iter_layers
 
@@ -330,11 +331,33 @@ def enable_trace_learning(model: nn.Module, lam: float | None = None) -> list[st
                 continue
             container._modules[name] = trace_wrap(child, lam, target if lam is None else None)
             wrapped.append(path)
+    if isinstance(model, Graph):
+        wrapped += _wrap_graph(model, lam)
     if not wrapped:
         raise ValueError(
             f"enable_trace_learning: no Linear/Conv feeding a spiking layer found in a Sequential container of "
             f"{type(model).__name__}; wrap modules yourself with trace_wrap(module, source=layer) or lam=..."
         )
+    return wrapped
+
+
+def _wrap_graph(model: Graph, lam: float | None) -> list[str]:
+    """In a graph, a Linear/Conv node whose output reaches a spiking node through pass-through nodes alone."""
+    wrapped = []
+    for node in model.graph_nodes:
+        if node.op != "module":
+            continue
+        child = model.module(node.name)
+        if isinstance(child, TraceSynapse):
+            wrapped.append(f"nodes.{node.name}")
+            continue
+        if not isinstance(child, (nn.Linear, *_CONVS)):
+            continue
+        target = _feeds([child, *model.chain_after(node.name)], 0)
+        if target is None or not _is_spiking(target):
+            continue
+        model.nodes.put(node.name, trace_wrap(child, lam, target if lam is None else None))
+        wrapped.append(f"nodes.{node.name}")
     return wrapped
 
 

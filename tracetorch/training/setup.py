@@ -121,11 +121,13 @@ def autocast_context(dtype: torch.dtype | None) -> AbstractContextManager[Any]:
 
 
 def check_model_output(model: nn.Module, splits: Splits, device: torch.device) -> None:
-    """One step of one sample through ``model``: it must accept the data and output one value per class."""
+    """One step of one sample through ``model`` (in eval mode): it must accept the data and output one value per class."""
     from tracetorch.core.model import iter_layers
 
     x = torch.zeros(1, *splits.input_shape, device=device)
     layers = [layer for _, layer in iter_layers(model)]
+    was_training = model.training
+    model.eval()  # one sample: BatchNorm cannot use batch statistics (a 1x1 map of a ResNet's last stage)
     with torch.no_grad():
         for layer in layers:
             layer.zero_states()
@@ -137,6 +139,7 @@ def check_model_output(model: nn.Module, splits: Splits, device: torch.device) -
         finally:
             for layer in layers:
                 layer.zero_states()
+            model.train(was_training)
     if out.ndim != 2 or out.shape[-1] != splits.num_classes:
         raise ValueError(f"the model outputs shape {list(out.shape[1:])} per sample but dataset {splits.name!r} has "
                          f"{splits.num_classes} classes; make the last layer output {splits.num_classes} values")
