@@ -34,13 +34,14 @@ class _Closed(BaseModel):
 class EnvSection(_Closed):
     """``id`` (Gymnasium id), ``kwargs`` for ``gymnasium.make``, ``max_episode_steps`` (null: the env's own),
     ``population`` (neurons per observation dimension; null: raw values) and ``bounds`` (one ``[low, high]``
-    per dimension; null: the observation space's)."""
+    per dimension; null: the observation space's), ``scale`` (an input gain on the coded observation)."""
 
     id: str = "CartPole-v1"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     max_episode_steps: int | None = Field(None, ge=1)
     population: int | None = Field(None, ge=2)
     bounds: list[tuple[float, float]] | None = None
+    scale: float = Field(1.0, gt=0)
 
 
 class EncoderSection(BaseModel):

@@ -49,7 +49,8 @@ def build_env(config: RLConfig) -> tuple[Any, ObservationEncoder, int]:
     env = make_env(config.env.id, config.env.kwargs, config.env.max_episode_steps)
     num_outputs = action_kind(env.action_space, config.reflect.head)
     options = config.encoder.model_dump()
-    encoder = ObservationEncoder(env.observation_space, config.env.population, config.env.bounds, **options)
+    e = config.env
+    encoder = ObservationEncoder(env.observation_space, e.population, e.bounds, scale=e.scale, **options)
     return env, encoder, num_outputs
 
 

@@ -50,7 +50,8 @@ class ObservationEncoder:
     """Encode one observation of ``space`` for the network (see the module docstring).
 
     ``bounds``: one ``[low, high]`` per observation dimension for population coding
-    (default: the space's own bounds, which must then be finite).
+    (default: the space's own bounds, which must then be finite). ``scale`` multiplies
+    the features before the spike encoder (an input gain; keep 1 for ``rate``).
     """
 
     def __init__(
@@ -60,9 +61,13 @@ class ObservationEncoder:
         bounds: Sequence[Sequence[float]] | None = None,
         name: str = "direct",
         num_steps: int = 1,
+        scale: float = 1.0,
         **options: Any,
     ) -> None:
         gym = require_gymnasium()
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) or scale <= 0:
+            raise RLError(f"the observation scale must be a finite number > 0, got {scale!r}")
+        self.scale = float(scale)
         self.encoder = make_encoder({"name": name, "num_steps": num_steps, **options})
         self.population = population
         if isinstance(space, gym.spaces.Discrete):
@@ -108,4 +113,5 @@ class ObservationEncoder:
 
     def __call__(self, obs: Any, generator: torch.Generator | None = None) -> Tensor:
         """One observation -> ``[num_steps, 1, num_features]``."""
-        return self.encoder(self.features(obs), generator)
+        features = self.features(obs)
+        return self.encoder(features if self.scale == 1.0 else features * self.scale, generator)
