@@ -179,3 +179,22 @@ def test_driver_state_of_another_environment_is_refused():
         driver.load_state_dict(tensors, {**meta, "env_id": "Acrobot-v1"})
     with pytest.raises(ValueError, match="env_rng is not a numpy bit generator state"):
         driver.load_state_dict(tensors, {**meta, "env_rng": {"bit_generator": "Nope"}})
+
+
+@pytest.mark.parametrize("name", ["cartpole_reflect", "delayed_cue_reflect"])
+def test_staged_experiment_configs_build_and_train(name):
+    from importlib import resources
+
+    import yaml
+
+    text = resources.files("tracetorch.configs").joinpath("rl", f"{name}.yaml").read_text()
+    cfg = yaml.safe_load(text)
+    assert cfg["trainer"]["learning"] == "reflect"
+    config = RLConfig.from_any({**cfg["rl"], "seed": 0})
+    torch.manual_seed(0)
+    net = tt.build_model(cfg["model"])
+    optimizer = {"adam": torch.optim.Adam}[cfg["optim"]["name"]](net.parameters(), lr=cfg["optim"]["lr"])
+    before = [p.detach().clone() for p in net.parameters()]
+    records = ReflectDriver(net, optimizer, config).train(2)
+    assert len(records) == 2 and all(r["length"] >= 1 for r in records)
+    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters()))

@@ -41,6 +41,7 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -213,7 +214,9 @@ class ReflectLearner:
             self.end_episode()
         return delta
 
-    def step(self, x: Tensor, env_step, sequence: bool = False) -> tuple[Tensor, float, bool]:  # type: ignore[no-untyped-def]
+    def step(
+        self, x: Tensor, env_step: Callable[[Tensor], tuple[float, bool, bool]], sequence: bool = False,
+    ) -> tuple[Tensor, float, bool]:
         """:meth:`act`, then ``env_step(action) -> (r, terminated, truncated)``, then :meth:`reward`.
 
         Returns ``(action, r, done)``.
