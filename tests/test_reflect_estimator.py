@@ -195,6 +195,10 @@ def test_bad_arguments_are_named():
         ReflectLearner(net, opt, gamma=1.0)
     with pytest.raises(ValueError, match="unknown policy head 'softmax'"):
         ReflectLearner(net, opt, head="softmax")
+    mlp = torch.nn.Sequential(torch.nn.Linear(2, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    with pytest.raises(ValueError, match="or pass trace=False"):
+        ReflectLearner(mlp, torch.optim.SGD(mlp.parameters(), lr=0.1))
+    ReflectLearner(mlp, torch.optim.SGD(mlp.parameters(), lr=0.1), trace=False).act(torch.rand(1, 2))
     learner = ReflectLearner(net, opt)
     with pytest.raises(RuntimeError, match="call act"):
         learner.reward(1.0)

@@ -100,7 +100,11 @@ class ReflectLearner:
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ValueError(f"ReflectLearner: clip_grad_norm must be > 0 or None, got {clip_grad_norm!r}")
         if trace and not any(isinstance(layer, TraceSynapse) for _, layer in iter_layers(model)):
-            enable_trace_learning(model)
+            try:
+                enable_trace_learning(model)
+            except ValueError as err:
+                raise ValueError(f"ReflectLearner: {err}; or pass trace=False (one-step gradients, e.g. a model "
+                                 f"without spiking layers)") from None
         self.model = model
         self.optimizer = optimizer
         self.head = make_head(head)
