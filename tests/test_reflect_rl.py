@@ -143,6 +143,7 @@ class NaNRewardEnv(gym.Env):
         return np.zeros(3, np.float32), float("nan"), False, False, {}
 
 
+@pytest.mark.filterwarnings("ignore:.*The reward is a NaN value")
 def test_bad_input_gives_one_clear_error(monkeypatch):
     net = tt.Sequential(torch.nn.Linear(16, 8), tt.snn.LIB(8), torch.nn.Linear(8, 2), tt.snn.LI(2))
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
