@@ -10,7 +10,7 @@ Three parts, each printing a table (every number measured in this run):
   episodes, the best 100-episode mean, whether 475 was reached, and time per env step.
   A run stops early once its 100-episode mean reaches 475.
 * ``memory``: the delayed-cue task (``tracetorch/DelayedCue-v0``, ``--delay`` blank steps
-  between cue and go) trained with REFLECT, a recurrent RLIB hidden layer against a
+  between cue and go, Gaussian observation noise ``--noise``) trained with REFLECT, a recurrent RLIB hidden layer against a
   feed-forward LIB layer of the same size and decays; success rate of the last 100
   training episodes and of 200 greedy evaluation episodes.
 * ``peak``: one training episode of the delayed-cue task stretched to 500 and 5,000
@@ -151,14 +151,14 @@ def cartpole(args: argparse.Namespace) -> None:
 
 
 def memory(args: argparse.Namespace) -> None:
-    print(f"\nDelayed cue, delay {args.delay}: {args.memory_episodes} REFLECT episodes per seed, hidden 32")
+    print(f"\nDelayed cue, delay {args.delay}, noise {args.noise}: {args.memory_episodes} REFLECT episodes per seed, hidden 32")
     print("| hidden layer | seed | success, last 100 training episodes | greedy success (200 episodes) | ms per env step |")
     print("|---|---|---|---|---|")
     for kind in ("RLIB", "LIB"):
         for seed in range(args.seeds):
             torch.manual_seed(seed)
             net = memory_snn(kind)
-            task = {"delay": args.delay, "wrong_reward": -1.0}
+            task = {"delay": args.delay, "wrong_reward": -1.0, "noise": args.noise}
             config = {"seed": seed, "env": {"id": "tracetorch/DelayedCue-v0", "kwargs": task, "scale": 5.0},
                       "reflect": {"gamma": 0.5, "update_every": None, "temperature": 3.0}, "eval_episodes": 200}
             driver = ReflectDriver(net, torch.optim.Adam(net.parameters(), lr=0.005), config)
@@ -218,6 +218,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--gamma", type=float, default=0.95, help="REFLECT eligibility decay on CartPole")
     parser.add_argument("--delay", type=int, default=20)
+    parser.add_argument("--noise", type=float, default=0.05, help="observation noise of the delayed-cue task")
     parser.add_argument("--memory-episodes", type=int, default=500)
     parser.add_argument("--lengths", default="500,5000")
     args = parser.parse_args()

@@ -53,6 +53,13 @@ def test_delayed_cue_passes_gymnasiums_checker_and_rewards_the_cue():
         assert obs.tolist() == [0.0, 0.0, 1.0] and not terminated
         _, r, terminated, truncated, info = env.step(seed % 2)
         assert (r, terminated, truncated, info["correct"]) == (1.0 if seed % 2 == cue else -1.0, True, False, seed % 2 == cue)
+    noisy = make_env(DELAYED_CUE_ID, {"delay": 3, "noise": 0.1})
+    check_env(noisy.unwrapped, skip_render_check=True)
+    clean_obs, info = env.reset(seed=7)
+    noisy_obs, noisy_info = noisy.reset(seed=7)
+    assert info == noisy_info and 0 < np.abs(noisy_obs - clean_obs).max() < 1.0
+    with pytest.raises(RLError, match="noise must be a finite number >= 0"):
+        make_env(DELAYED_CUE_ID, {"noise": -1.0})
 
 
 def test_population_code_equation_and_encoder_shapes():

@@ -8,7 +8,9 @@ unsupported space) is one :class:`~tracetorch.online.reflect.RLError` naming it.
 T-maze in time: the first observation shows a cue (left or right), then ``delay`` blank
 observations follow, then a "go" observation; the action taken on "go" is rewarded
 (``1`` if it matches the cue, else ``wrong_reward``) and the episode ends. Actions before
-"go" do nothing. Observations are ``[cue_left, cue_right, go]`` in ``{0, 1}``.
+"go" do nothing. Observations are ``[cue_left, cue_right, go]`` in ``{0, 1}``, plus
+Gaussian noise of standard deviation ``noise`` on every channel and step (from the
+environment's RNG), so that a trace of the cue too faint to stand out of it is no memory.
 
 Example:
     >>> env = make_env("tracetorch/DelayedCue-v0", {"delay": 2})
@@ -64,13 +66,17 @@ class DelayedCueEnv(_EnvBase):  # type: ignore[misc, valid-type]
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, delay: int = 10, wrong_reward: float = 0.0) -> None:
+    def __init__(self, delay: int = 10, wrong_reward: float = 0.0, noise: float = 0.0) -> None:
         gym = require_gymnasium()
         if isinstance(delay, bool) or not isinstance(delay, int) or delay < 0:
             raise RLError(f"{DELAYED_CUE_ID}: delay must be an int >= 0, got {delay!r}")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0 <= noise < float("inf"):
+            raise RLError(f"{DELAYED_CUE_ID}: noise must be a finite number >= 0, got {noise!r}")
         self.delay = delay
         self.wrong_reward = float(wrong_reward)
-        self.observation_space = gym.spaces.Box(0.0, 1.0, (3,), np.float32)
+        self.noise = float(noise)
+        low, high = (0.0, 1.0) if self.noise == 0 else (-np.inf, np.inf)
+        self.observation_space = gym.spaces.Box(low, high, (3,), np.float32)
         self.action_space = gym.spaces.Discrete(2)
         self._cue = 0
         self._t = 0
@@ -81,6 +87,8 @@ class DelayedCueEnv(_EnvBase):  # type: ignore[misc, valid-type]
             obs[self._cue] = 1.0
         elif self._t == self.delay + 1:
             obs[2] = 1.0
+        if self.noise > 0:
+            obs += self.np_random.normal(0.0, self.noise, 3).astype(np.float32)
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
