@@ -37,6 +37,7 @@ def cartpole_net(seed: int = 0) -> tt.Sequential:
                          torch.nn.Linear(16, 2), tt.snn.LI(2, beta=0.5))
 
 
+@pytest.mark.filterwarnings("ignore:.*Box observation space (minimum|maximum) value")  # noise is unbounded
 def test_delayed_cue_passes_gymnasiums_checker_and_rewards_the_cue():
     from gymnasium.utils.env_checker import check_env
 
