@@ -6,6 +6,8 @@
 * :mod:`tracetorch.online.learner`: :class:`OnlineLearner`, the per-step loop
   (forward, backward, detach, update every k steps).
 * :mod:`tracetorch.online.stream`: an endless Poisson clicks stream (trials back to back).
+* :mod:`tracetorch.online.reflect`: :class:`ReflectLearner`, REFLECT policy gradient (eligibility
+  traces times a reward signal); :mod:`tracetorch.online.policy`: its action heads.
 
 Example:
     >>> import torch, tracetorch as tt
@@ -16,6 +18,8 @@ Example:
 """
 
 from tracetorch.online.learner import OnlineLearner, OnlineStep
+from tracetorch.online.policy import CategoricalHead, GaussianHead, PolicyHead, make_head
+from tracetorch.online.reflect import ReflectLearner, RLError
 from tracetorch.online.stream import ClicksStream, clicks_stream
 from tracetorch.online.trace import (
     PASS_THROUGH,
@@ -30,6 +34,7 @@ from tracetorch.online.trace import (
 )
 
 __all__ = [
-    "OnlineLearner", "OnlineStep", "ClicksStream", "clicks_stream", "PASS_THROUGH", "TraceConv", "TraceLinear",
+    "OnlineLearner", "OnlineStep", "CategoricalHead", "GaussianHead", "PolicyHead", "make_head", "ReflectLearner", "RLError",
+    "ClicksStream", "clicks_stream", "PASS_THROUGH", "TraceConv", "TraceLinear",
     "TraceSynapse", "decay_of", "disable_trace_learning", "enable_trace_learning", "reset_traces", "trace_wrap",
 ]
