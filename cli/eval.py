@@ -31,6 +31,18 @@ def main(argv: list[str] | None = None) -> None:
         interrupted("tt-eval")
 
 
+def _is_episodic(where: str) -> bool:
+    """Whether a run dir or checkpoint comes from ``trainer.learning=reflect`` (greedy episodes, not a test split)."""
+    from tracetorch.training.checkpoint import load_checkpoint
+    from tracetorch.training.resume import find_checkpoint
+
+    try:
+        trainer = load_checkpoint(find_checkpoint(where)).config.get("trainer") or {}
+    except ValueError:
+        return False  # evaluate_checkpoint reports the problem
+    return trainer.get("learning") == "reflect"
+
+
 def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     from tracetorch.training import evaluate_checkpoint
     from tracetorch.training.progress import summary_table
@@ -39,7 +51,13 @@ def _evaluate(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None
     if bad:
         parser.error(f"overrides must be key=value, got {' '.join(bad)}")
     try:
-        result = evaluate_checkpoint(args.checkpoint, args.overrides, split=args.split, best=args.best)
+        if _is_episodic(args.checkpoint):
+            from tracetorch.training.episodes import evaluate_episodes
+
+            result = evaluate_episodes(args.checkpoint)
+            result = {k: v for k, v in result.items() if not isinstance(v, list)}
+        else:
+            result = evaluate_checkpoint(args.checkpoint, args.overrides, split=args.split, best=args.best)
     except USER_ERRORS as err:
         fail("tt-eval", err)
     if args.json:

@@ -37,6 +37,7 @@ def run(cfg: DictConfig) -> float:
 
     from tracetorch.training import Interrupted, Trainer
     from tracetorch.training.progress import make_console, summary_table
+    from tracetorch.training.rules import get_rule
 
     console = make_console()
     run_dir = None
@@ -46,6 +47,8 @@ def run(cfg: DictConfig) -> float:
             config["trainer"]["run_dir"] = HydraConfig.get().runtime.output_dir
         run_dir = Path(config["trainer"]["run_dir"])
         console.print(f"[bold]run dir[/bold] {run_dir}")
+        if get_rule(config["trainer"]["learning"]).episodic:
+            return _run_episodes(config, console)
         trainer = Trainer(config)
         if trainer.resumed_from is not None:
             console.print(f"resumed from {trainer.resumed_from} (epoch {trainer.epoch}, batch {trainer.batch}, step "
@@ -69,6 +72,21 @@ def run(cfg: DictConfig) -> float:
         fail("tt-train", err)
     console.print(summary_table(summary))
     return float(summary.get("best_test_accuracy") or 0.0)
+
+
+def _run_episodes(config: dict, console: object) -> float:
+    """``trainer.learning=reflect``: episodes in an environment (tracetorch.training.episodes)."""
+    from tracetorch.training.episodes import EpisodeTrainer
+    from tracetorch.training.progress import summary_table
+
+    trainer = EpisodeTrainer(config)
+    if trainer.resumed_from is not None:
+        console.print(f"resumed from {trainer.resumed_from} (episode {trainer.epoch})")
+    console.print(f"[bold]environment[/bold] {trainer.rl.env.id}  [bold]episodes[/bold] {trainer.rl.episodes}  "
+                  f"[bold]learning[/bold] reflect")
+    summary = trainer.fit()
+    console.print(summary_table(summary))
+    return float(summary.get("best_mean_return_100") or 0.0)
 
 
 def _remove_if_unused(run_dir: Path | None) -> None:

@@ -45,7 +45,8 @@ def test_learning_is_resolved(trainer, learning):
         ({"learning": "tbptt"}, r"trainer.learning=tbptt needs trainer.detach_every"),
         ({"learning": "trace", "detach_every": 1}, "learning=trace detaches every step; set trainer.update_every"),
         ({"update_every": 2}, r"trainer.update_every applies to learning=trace only \(got learning=bptt\)"),
-        ({"learning": "rtrl"}, r"trainer.learning: Value error, unknown learning rule 'rtrl' \(known: bptt, tbptt, (.*, )?trace"),
+        ({"learning": "rtrl"},
+         r"trainer.learning: Value error, unknown learning rule 'rtrl' \(known: bptt, reflect, tbptt, (.*, )?trace"),
     ],
 )
 def test_learning_errors(trainer, message):

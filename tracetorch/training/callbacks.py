@@ -59,7 +59,10 @@ def _numeric(record: dict[str, Any]) -> dict[str, float]:
 
 
 def epoch_line(record: dict[str, Any]) -> str:
-    """One line per epoch, the same on the terminal and in the log file."""
+    """One line per epoch (or per block of episodes), the same on the terminal and in the log file."""
+    if "return" in record:
+        return (f"episode {record['episode']}: return {record['return']:.1f} | mean of the last 100 "
+                f"{record['mean_return_100']:.1f} | {record['env_steps']:,} environment steps")
     test = "not evaluated" if record["test_accuracy"] is None else (
         f"test loss {record['test_loss']:.4f} acc {record['test_accuracy']:.4f}")
     return (f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {record['train_accuracy']:.4f} | "

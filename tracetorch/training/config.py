@@ -163,11 +163,19 @@ class TrainConfig(_Closed):
     model: dict[str, Any] = Field(default_factory=default_model)
     trainer: TrainerConfig = TrainerConfig()
     optim: OptimConfig = OptimConfig()
+    rl: dict[str, Any] | None = None  # environment, observation coding, REFLECT options (trainer.learning=reflect)
 
     @field_validator("model")
     @classmethod
     def _model_or_default(cls, value: dict[str, Any]) -> dict[str, Any]:
         return value or default_model()
+
+    @model_validator(mode="after")
+    def _rl_section(self) -> TrainConfig:
+        if self.trainer.learning == "reflect" and self.rl is None:
+            raise ValueError("trainer.learning=reflect needs an rl section (environment and REFLECT options); start from "
+                             "experiment=cartpole_reflect")
+        return self
 
     @classmethod
     def from_any(cls, config: Any) -> TrainConfig:

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from tracetorch.core.model import iter_layers
 from tracetorch.training.metrics import firing_layers
 
-__all__ = ["plot_curves", "record_sample", "plot_raster", "layer_label", "POSITIVE", "NEGATIVE"]
+__all__ = ["plot_curves", "plot_returns", "record_sample", "plot_raster", "layer_label", "POSITIVE", "NEGATIVE"]
 
 POSITIVE = "#d62728"  # red: +1 events (and every binary spike)
 NEGATIVE = "#1f77b4"  # blue: -1 events of ternary layers
@@ -75,6 +75,26 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, *, run_name: st
     title = "  |  ".join(part for part in (run_name, described) if part)
     if title:
         fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return fig
+
+
+def plot_returns(history: list[dict[str, Any]], path: str | Path, *, run_name: str = "") -> Any:
+    """Return per episode and its mean over the last 100 episodes (``trainer.learning=reflect``); returns the ``Figure``."""
+    plt = _pyplot()
+    episodes = [h["episode"] for h in history]
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    ax.plot(episodes, [h["return"] for h in history], lw=0.6, alpha=0.5, label="return")
+    ax.plot(episodes, [h["mean_return_100"] for h in history], lw=2, label="mean of the last 100")
+    ax.set_xlabel("episode")
+    ax.set_ylabel("return")
+    _integer_ticks(ax)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    if run_name:
+        ax.set_title(run_name, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -34,7 +34,11 @@ def collect_runs(sweep_dir: str | Path) -> list[dict[str, Any]]:
         overrides = yaml.safe_load((job / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")) or []
         row: dict[str, Any] = {"job": job.name, "overrides": " ".join(overrides), "run_dir": str(job)}
         history = read_jsonl(job / "metrics.jsonl") if (job / "metrics.jsonl").is_file() else []
-        if history:
+        if history and "return" in history[0]:  # trainer.learning=reflect: episodes, scored by the 100-episode mean return
+            row.update(status="ok", epochs=history[-1]["epoch"],
+                       best_test_accuracy=max(r["mean_return_100"] for r in history), final_train_loss=None,
+                       final_test_accuracy=history[-1]["mean_return_100"], best_epoch=None, samples_per_s=None)
+        elif history:
             best = max(history, key=lambda r: -1.0 if r["test_accuracy"] is None else r["test_accuracy"])
             row.update(
                 status="ok",

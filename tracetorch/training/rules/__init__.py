@@ -2,7 +2,8 @@
 
 A rule is a small class (:class:`~tracetorch.training.rules.base.LearningRule`) with one
 method, ``train_batch(x_seq, y)``; ``trainer.learning`` picks it by name. Built in:
-``bptt`` (:mod:`.bptt`), ``tbptt`` (:mod:`.tbptt`), ``trace`` (:mod:`.trace`). A new rule
+``bptt`` (:mod:`.bptt`), ``tbptt`` (:mod:`.tbptt`), ``trace`` (:mod:`.trace`), and the episodic
+``reflect`` (:mod:`.reflect`, run by :class:`~tracetorch.training.episodes.EpisodeTrainer`). A new rule
 is one file plus one :func:`register_rule` line, or, from your own package, the value
 ``trainer.learning=pkg.module:MyRule`` (a command-line or config-file choice; a
 checkpoint's config may only name registered rules).
@@ -10,11 +11,11 @@ checkpoint's config may only name registered rules).
 Example:
     >>> from tracetorch.training.rules import get_rule, rule_names
     >>> rule_names()
-    ['bptt', 'tbptt', 'trace']
+    ['bptt', 'reflect', 'tbptt', 'trace']
     >>> get_rule("tbpt")
     Traceback (most recent call last):
     ...
-    ValueError: unknown learning rule 'tbpt'; did you mean 'tbptt'? (known: bptt, tbptt, trace)
+    ValueError: unknown learning rule 'tbpt'; did you mean 'tbptt'? (known: bptt, reflect, tbptt, trace)
 """
 
 from __future__ import annotations
@@ -69,6 +70,6 @@ def check_rule_options(trainer: Any) -> None:
     get_rule(trainer.learning).check(trainer)
 
 
-from tracetorch.training.rules import bptt, tbptt, trace  # noqa: E402  (built-in rules register themselves)
+from tracetorch.training.rules import bptt, reflect, tbptt, trace  # noqa: E402  (built-in rules register themselves)
 
-__all__ += ["bptt", "tbptt", "trace"]
+__all__ += ["bptt", "reflect", "tbptt", "trace"]

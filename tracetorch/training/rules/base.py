@@ -45,6 +45,7 @@ class LearningRule:
     name: ClassVar[str] = ""
     options: ClassVar[tuple[str, ...]] = ()
     prepare_model: ClassVar[Callable[[nn.Module], Any] | None] = None  # e.g. wrap layers for trace learning
+    episodic: ClassVar[bool] = False  # True: trains in an environment (EpisodeTrainer), not on batches
 
     def __init__(self, context: RuleContext) -> None:
         self.context = context
