@@ -226,3 +226,12 @@ def test_a_build_killed_midway_does_not_block_the_next_one(tmp_path):
     (tmp_path / "lock").write_text("")  # what a Ctrl-C during the first build leaves behind
     with _builder_lock(tmp_path):
         assert not (tmp_path / "lock").exists()
+
+
+def test_load_is_cached_and_the_builder_lock_is_reusable(tmp_path):
+    from tracetorch.kernels import cpu
+
+    assert cpu.load() is cpu.load()
+    for _ in range(2):
+        with cpu._builder_lock(tmp_path):
+            pass

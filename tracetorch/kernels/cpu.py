@@ -251,7 +251,6 @@ def unavailable_reason() -> str | None:
     return None
 
 
-@cache
 @contextmanager
 def _builder_lock(directory: Path) -> Iterator[None]:
     """One builder per cache entry, by an ``fcntl`` lock that dies with its process.
@@ -269,6 +268,7 @@ def _builder_lock(directory: Path) -> Iterator[None]:
         yield
 
 
+@cache
 def load() -> Any | None:
     """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible.
 
