@@ -140,7 +140,8 @@ def test_random_overrides_give_a_config_or_one_config_error(overrides, multirun)
     (["trainer.foo=1"], "tt-train: error: override 'trainer.foo=1': Could not override 'trainer.foo'. To append to your "
                         "config use +trainer.foo=1"),
     (["model=nope"], "tt-train: error: override 'model=nope': In 'train': Could not find 'model/nope' Available options "
-                     "in 'model': conv lits mlp nir recurrent recurrent_graph sew_resnet18 two_branch"),
+                     "in 'model': conv dvs_gesture_conv file lits mlp nir nmnist_conv recurrent recurrent_graph "
+                     "sew_resnet18 shd_recurrent two_branch"),
     (["trainer.epochs=${oc.env:TT_UNSET_VAR}"], "tt-train: error: cannot resolve the config: KeyError raised while resolving "
      "interpolation: \"Environment variable 'TT_UNSET_VAR' not found\" (full_key: trainer.epochs)"),
     (["-m", "optim.lr=1e-3,abc"], "tt-train: error: invalid training config: optim.lr: Input should be a valid number, "

@@ -53,17 +53,20 @@ def test_tt_export_a_spec_file(tmp_path, capsys):
 
 
 def test_tt_export_a_checkpoint_equals_the_trained_model(tmp_path, capsys):
-    from tracetorch.training.checkpoint import save_checkpoint
+    from tracetorch.training.checkpoint import capture_rng, save_checkpoint
+    from tracetorch.training.metrics import Meter
 
+    state = {"progress": {"epoch": 1, "batch": 0, "global_step": 1}, "meter": Meter().to_dict(), "history": [],
+             "optimizer": {}, "scheduler": None, "scaler": None, "rng": capture_rng()}
     torch.manual_seed(0)
     model = tt.build_model(SPEC)
     config = {"data": {"name": "digits"}, "model": {k: v for k, v in SPEC.items() if k != "input_shape"}}
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000001", model=model, trainer_state={}, config=config)
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000001", model=model, trainer_state=state, config=config)
     out = tmp_path / "ckpt.nir"
     assert export.main(["--checkpoint", str(ckpt), "-o", str(out)]) == 0
     _same_outputs(model, from_nir(out))
     recorded = {"data": {"name": "not-loaded"}, "model": SPEC}  # a config that records the built spec: no dataset needed
-    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002", model=model, trainer_state={}, config=recorded)
+    ckpt = save_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000002", model=model, trainer_state=state, config=recorded)
     assert export.main(["--checkpoint", str(ckpt), "-o", str(out)]) == 0
     _same_outputs(model, from_nir(out))
     capsys.readouterr()
