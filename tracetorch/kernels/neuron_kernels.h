@@ -2,7 +2,7 @@
 //
 // One template covers all 32 layers: the flags (dual, synaptic, recurrent, family) and the
 // quantizer are template parameters, so every instantiation is a branch-free loop. The
-// equations are those of tracetorch/snn/step.py (spec: layers.md).
+// equations are those of tracetorch/snn/step.py (reference: docs/layers.md).
 //
 // Layout: x [T, M] (M = all elements of one timestep), params [NP, N] (activated values,
 // one slot per role below, neuron n of element e is (e / inner) % N), states [NS, M].

@@ -1,16 +1,20 @@
-"""Whole-sequence execution: ``run(module, x_seq)`` for any module over ``[T, ...]``.
+"""The sequence runner: ``run(module, x_seq)`` for any module over ``[T, ...]``.
 
 * traceTorch layers and models use their own ``run`` (fused paths where available);
 * stateless modules whose per-sample output does not depend on the rest of the batch
   (Linear, convolutions, pooling, Flatten, ...) fold time into the batch and run as
   one call instead of T; a plain ``nn.Linear`` (no subclass, no hooks) on spikes (all
-  0/1) runs event-driven (:mod:`tracetorch.kernels.event_linear`);
+  0/1) runs event-driven (:mod:`tracetorch.kernels.event_linear`): this runner makes that
+  choice, and imports the event kernel (and with it the C++ loader) only when it folds a
+  Linear, so that importing or building a model never touches the C++ toolchain;
 * anything else (BatchNorm in training mode, Dropout in training mode, modules with
   their own state) is stepped one timestep at a time, which is always exact.
 
+``tt.Sequential.run`` calls :func:`run` for each of its modules.
+
 Example:
     >>> import torch
-    >>> from tracetorch.core.sequence import run
+    >>> from tracetorch.kernels.sequence import run
     >>> run(torch.nn.Linear(3, 2), torch.rand(5, 4, 3)).shape
     torch.Size([5, 4, 2])
 """
@@ -19,8 +23,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-
-from tracetorch.kernels import event_linear
 
 __all__ = ["run", "step_through", "fold_time", "is_time_foldable"]
 
@@ -63,7 +65,9 @@ def fold_time(module: nn.Module, x_seq: Tensor) -> Tensor:
     steps, batch = x_seq.shape[0], x_seq.shape[1]
     folded = x_seq.reshape(steps * batch, *x_seq.shape[2:])
     if type(module) is nn.Linear and not _has_hooks(module):
-        out = event_linear.linear(folded, module.weight, module.bias)
+        from tracetorch.kernels.event_linear import linear  # on first use: the C++ loader comes with it
+
+        out = linear(folded, module.weight, module.bias)
     else:
         out = module(folded)
     return out.reshape(steps, batch, *out.shape[1:])
