@@ -36,9 +36,9 @@ namespace tracetorch_neuron {
 
 enum Family { LI = 0, LIEMA = 1, LIB = 2, LIT = 3, LITS = 4 };
 enum Quant { Q_ID = 0, Q_ROUND = 1, Q_SROUND = 2, Q_PROB = 3 };
-// parameter slots (non-dual layers use the first of each pair)
+// parameter slots: tracetorch.snn.grammar.PARAM_SLOTS, in order (tests/test_kernel_layout.py checks)
 enum { P_A = 0, P_NA, P_B, P_NB, P_G, P_NG, P_W, P_NW, P_TH, P_NTH, P_BIAS, P_PSC, P_NSC, NP };
-// state slots
+// state slots: tracetorch.snn.grammar.STATE_SLOTS, in order
 enum { S_SYN = 0, S_NSYN, S_REC, S_NREC, S_PREV, S_MEM, S_NMEM, NS };
 constexpr int64_t BLK = 1024;
 constexpr int64_t LINE = 64 / sizeof(float);  // floats per cache line
