@@ -102,7 +102,7 @@ def _split(flags: Flags, name: str, default: float, constraint: str, flag: str, 
 
 @cache
 def param_specs(flags: Flags) -> tuple[ParamSpec, ...]:
-    """The parameters of a layer with these flags, in the spec's table order."""
+    """The parameters of a layer with these flags, in the table order of the layer reference (docs/layers.md)."""
     specs: list[ParamSpec] = []
     if flags.synaptic:
         specs += _split(flags, "alpha", 0.5, "sigmoid", "S", "synaptic trace decay")
