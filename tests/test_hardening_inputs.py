@@ -10,9 +10,9 @@ import re
 
 import pytest
 import torch
-from tracetorch.kernels.sequence import run as run_sequence
 
 import tracetorch as tt
+from tracetorch.kernels.sequence import run as run_sequence
 
 NAMES = ["LIB", "DSRLITS", "SLI", "RLIT"]
 
