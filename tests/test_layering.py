@@ -203,7 +203,7 @@ def _text_constants(path: Path) -> list[str]:
 
 def test_every_did_you_mean_goes_through_one_helper() -> None:
     offenders = []
-    for path in sorted(PACKAGE.rglob("*.py")):
+    for path in sorted([*PACKAGE.rglob("*.py"), *(PACKAGE.parent / "cli").rglob("*.py")]):
         if path.name == "suggest.py" and path.parent == PACKAGE:
             continue
         tree = ast.parse(path.read_text())
@@ -220,6 +220,7 @@ def test_close_matches_and_wording() -> None:
     assert close_matches("LINEAR", ["Linear", "Conv2d"], cutoff=0.9) == []
     assert close_matches("LINEAR", ["Linear", "Conv2d"], cutoff=0.9, ignore_case=True) == ["Linear"]
     assert did_you_mean(["a", "b"], capital=True) == "Did you mean 'a' or 'b'?"
+    assert did_you_mean(["trainer.epochs"], quote=False) == "did you mean trainer.epochs?"
     assert did_you_mean([]) == ""
 
 

@@ -39,9 +39,9 @@ def close_matches(word: str, candidates: Iterable[str], n: int = 3, cutoff: floa
     return list(dict.fromkeys(first + close))[:n]
 
 
-def did_you_mean(matches: Iterable[str], capital: bool = False) -> str:
-    """``"did you mean 'a' or 'b'?"`` (``capital``: ``"Did you mean ..."``), or ``""`` without matches."""
-    names = [repr(m) for m in matches]
+def did_you_mean(matches: Iterable[str], capital: bool = False, quote: bool = True) -> str:
+    """``"did you mean 'a' or 'b'?"`` (``capital``: ``"Did you mean ..."``; ``quote=False``: names bare), or ``""``."""
+    names = [repr(m) if quote else str(m) for m in matches]
     if not names:
         return ""
     return f"{'D' if capital else 'd'}id you mean {' or '.join(names)}?"
