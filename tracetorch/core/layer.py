@@ -194,6 +194,7 @@ class Layer(nn.Module):
         return self
 
     TTdecompile = TTuncompile
+    decompile = TTuncompile  # the earlier name; torch has no decompile, so it shadows nothing
     bake_parameters = TTcompile
     unbake_parameters = TTuncompile
 

@@ -91,6 +91,7 @@ class Model(nn.Module):
         return self
 
     TTdecompile = TTuncompile
+    decompile = TTuncompile  # the earlier name; torch has no decompile, so it shadows nothing
     bake_parameters = TTcompile
     unbake_parameters = TTuncompile
 
