@@ -1,4 +1,4 @@
-"""compile() stores activated values as buffers; decompile() restores the raw ones exactly."""
+"""TTcompile() stores activated values as buffers; TTuncompile() restores the raw ones exactly; compile() is torch's."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_compile_keeps_outputs_and_decompile_restores_raw_parameters(name):
         want = layer.run(xs)
         values = {p: getattr(layer, p).clone() for p in layer.param_names()}
         layer.zero_states()
-        layer.compile()
+        layer.TTcompile()
         assert layer.is_compiled
         assert list(layer.parameters()) == []
         for p, value in values.items():
@@ -45,7 +45,7 @@ def test_compile_keeps_outputs_and_decompile_restores_raw_parameters(name):
             assert torch.equal(getattr(layer, p), value)
         got = layer.run(xs)
     torch.testing.assert_close(got, want, rtol=0, atol=0)
-    layer.decompile()
+    layer.TTuncompile()
     assert not layer.is_compiled
     after = _snapshot(layer)
     assert list(after) == list(before)
@@ -61,16 +61,16 @@ def test_compile_on_learn_false_layer_and_mixed():
     x = torch.randn(2, 4)
     want = layer(x)
     layer.zero_states()
-    layer.compile()
+    layer.TTcompile()
     torch.testing.assert_close(layer(x), want, rtol=0, atol=0)
-    layer.decompile()
+    layer.TTuncompile()
     after = _snapshot(layer)
     for key, (value, is_param, requires_grad) in before.items():
         assert torch.equal(after[key][0], value) and after[key][1:] == (is_param, requires_grad), key
     all_frozen = tt.snn.LIB(3, learn_beta=False, learn_threshold=False, learn_bias=False)
-    all_frozen.compile()
+    all_frozen.TTcompile()
     assert list(all_frozen.parameters()) == [] and len(list(all_frozen.buffers())) == 3
-    all_frozen.decompile()
+    all_frozen.TTuncompile()
     assert list(all_frozen.parameters()) == []
     assert torch.equal(all_frozen.beta, torch.full((3,), 0.9))
 
@@ -79,7 +79,7 @@ def test_decompile_keeps_parameters_frozen_with_requires_grad_false():
     layer = _random_layer("DSLIB", 3)
     layer.raw_pos_beta.requires_grad_(False)
     before = _snapshot(layer)
-    layer.compile().decompile()
+    layer.TTcompile().TTuncompile()
     after = _snapshot(layer)
     for key, (value, is_param, requires_grad) in before.items():
         assert torch.equal(after[key][0], value) and after[key][1:] == (is_param, requires_grad), key
@@ -88,10 +88,10 @@ def test_decompile_keeps_parameters_frozen_with_requires_grad_false():
 def test_compile_twice_and_decompile_twice_are_no_ops():
     layer = _random_layer("LITS", 2)
     before = _snapshot(layer)
-    layer.compile().compile()
+    layer.TTcompile().TTcompile()
     values = {p: getattr(layer, p).clone() for p in layer.param_names()}
     assert all(torch.equal(getattr(layer, f"raw_{p}"), v) for p, v in values.items())
-    layer.decompile().decompile()
+    layer.TTuncompile().TTuncompile()
     after = _snapshot(layer)
     assert all(torch.equal(after[k][0], v[0]) for k, v in before.items())
 
@@ -129,10 +129,10 @@ def test_model_compile_aliases_and_nested_layers():
 
 def test_decompile_after_changing_the_compiled_value_inverts_it():
     layer = tt.snn.LIB(3, beta=0.5)
-    layer.compile()
+    layer.TTcompile()
     with torch.no_grad():
         layer.raw_beta.fill_(0.75)
-    layer.decompile()
+    layer.TTuncompile()
     assert isinstance(layer.raw_beta, nn.Parameter)
     torch.testing.assert_close(layer.beta, torch.full((3,), 0.75))
 
@@ -140,7 +140,7 @@ def test_decompile_after_changing_the_compiled_value_inverts_it():
 def test_compile_after_moving_to_float64_then_decompile():
     layer = _random_layer("SLIT", 4).double()
     before = _snapshot(layer)
-    layer.compile().decompile()
+    layer.TTcompile().TTuncompile()
     after = _snapshot(layer)
     for key, (value, is_param, requires_grad) in before.items():
         assert after[key][0].dtype == torch.float64 and torch.equal(after[key][0], value), key
@@ -150,10 +150,24 @@ def test_compile_after_moving_to_float64_then_decompile():
 def test_compile_then_move_to_float64_then_decompile():
     layer = _random_layer("DRLIB", 5)
     before = _snapshot(layer)
-    layer.compile()
+    layer.TTcompile()
     layer.double()
-    layer.decompile()
+    layer.TTuncompile()
     for key, (value, is_param, requires_grad) in before.items():
         got = getattr(layer, key)
         assert got.dtype == torch.float64 and torch.equal(got, value.double()), key
         assert (isinstance(got, nn.Parameter), got.requires_grad) == (is_param, requires_grad), key
+
+
+def test_compile_is_torchs_own_and_the_baking_has_its_own_names():
+    """``model.compile()`` must reach ``torch.nn.Module.compile`` (torch.compile), never traceTorch's baking."""
+    for cls in (tt.Layer, tt.Model, tt.Sequential, tt.snn.LIB):
+        assert cls.compile is nn.Module.compile, cls
+    for cls in (tt.Layer, tt.Model):
+        assert cls.bake_parameters is cls.TTcompile and cls.unbake_parameters is cls.TTuncompile
+        assert cls.TTdecompile is cls.TTuncompile and cls.decompile is cls.TTuncompile
+    net = tt.Sequential(nn.Linear(3, 4), tt.snn.LIB(4, beta=0.25))
+    assert net.bake_parameters() is net and net[1].is_compiled
+    torch.testing.assert_close(net[1].raw_beta, torch.full((4,), 0.25))  # the activated value, stored
+    assert net.unbake_parameters() is net and not net[1].is_compiled
+    torch.testing.assert_close(net[1].beta, torch.full((4,), 0.25))

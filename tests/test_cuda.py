@@ -72,7 +72,7 @@ def test_compile_on_cpu_move_to_cuda_decompile():
         for p in layer.parameters():
             p.add_(torch.randn(p.shape))
     before = {k: v.detach().clone() for k, v in layer.named_parameters()}
-    layer.compile().cuda().decompile()
+    layer.TTcompile().cuda().TTuncompile()
     for key, value in before.items():
         got = getattr(layer, key)
         assert isinstance(got, nn.Parameter) and got.device.type == "cuda"

@@ -108,16 +108,16 @@ def test_model_machinery_on_custom_layers(tmp_path):
     assert out.requires_grad and net.ad.mem.requires_grad
     net.detach_states()
     assert not net.ad.mem.requires_grad and not net.more["a"].th.requires_grad
-    # compile / decompile
+    # TTcompile / TTuncompile
     raw_before = {k: v.clone() for k, v in net.ad.named_parameters()}
     net.zero_states()
     with torch.no_grad():
         want = net.run(xs)
         net.zero_states()
-        net.compile()
+        net.TTcompile()
         assert torch.equal(net.ad.raw_decay, net.ad.decay) and not isinstance(net.ad.raw_decay, nn.Parameter)
         assert torch.equal(net.run(xs), want)
-    net.decompile()
+    net.TTuncompile()
     assert {k: v for k, v in net.ad.named_parameters()}.keys() == raw_before.keys()
     assert all(torch.equal(getattr(net.ad, k), v) for k, v in raw_before.items())
     assert isinstance(net.ad.raw_decay, nn.Parameter) and "raw_adapt" in dict(net.ad.named_buffers())

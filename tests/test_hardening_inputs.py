@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import tracetorch as tt
-from tracetorch.core.sequence import run as run_sequence
+from tracetorch.kernels.sequence import run as run_sequence
 
 NAMES = ["LIB", "DSRLITS", "SLI", "RLIT"]
 

@@ -1,9 +1,9 @@
-"""Every layer against an independent reference written straight from spec/layers.md.
+"""Every layer against an independent reference written straight from the layer reference, docs/layers.md.
 
 The reference below uses nothing from :mod:`tracetorch`: a layer's structure is read from
 the letters of its name and the maths is plain tensor code, one line per equation of the
-spec. Each test builds a layer with random parameters (rank 0 and 1, both signs where the
-constraint allows), feeds it random inputs of both signs for 24 steps and compares the
+reference (called "the spec" below). Each test builds a layer with random parameters (rank 0
+and 1, both signs where the constraint allows), feeds it random inputs of both signs for 24 steps and compares the
 output and every state after every step.
 """
 

@@ -119,8 +119,8 @@ def test_initial_state_gradients_flow_through_a_sequence() -> None:
     start = {n: v.detach().requires_grad_(True) for n, v in held.items()}
     ref = copy.deepcopy(layer)
     for n, v in start.items():
-        object.__setattr__(layer, n, v)
-        object.__setattr__(ref, n, v)
+        layer.set_state(n, v)
+        ref.set_state(n, v)
     x = torch.randn(5, 3, 4)
     out = layer.run(x)
     with dispatch.force("reference"):
@@ -327,8 +327,8 @@ for name, quant in (("DSRLITS", F.probabilistic_ste()), ("SLIEMA", None), ("RLIB
     x = 2 * torch.randn(6, 3, 5, 2)
     u = draw_uniforms(layer.flags, layer.quant_fn, x)
     xa, xb = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    out, states = fused_run(layer, xa, u, TritonBackend(), quant_kind(layer.quant_fn))
-    out_ref, states_ref = run_reference(ref, xb, u)
+    out, states = fused_run(layer.neuron_run(xa), xa, u, TritonBackend(), quant_kind(layer.quant_fn))
+    out_ref, states_ref = run_reference(ref.neuron_run(xb), xb, u)
     torch.testing.assert_close(out, out_ref, atol=1e-5, rtol=1e-4)
     w = torch.randn_like(out)
     loss = (out * w).sum() + sum((v ** 2).sum() for v in states.values())

@@ -23,7 +23,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import warnings
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from torch import nn
 from tracetorch import functional
 from tracetorch.snn import LAYERS
 from tracetorch.snn.grammar import FAMILIES, closest_names, layer_names
+from tracetorch.suggest import close_matches, did_you_mean
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -166,17 +166,16 @@ def unknown_layer_message(name: str) -> str:
         if "R" in prefix and family in ("LI", "LIEMA"):
             best = closest_names(prefix + "LIB")
             return (f"unknown layer '{name}': the R (recurrent) prefix exists only on LIB, LIT and LITS; "
-                    f"{family} has no recurrent form" + (f" (did you mean '{best[0]}'?)" if best else ""))
+                    f"{family} has no recurrent form" + (f" ({did_you_mean(best[:1])})" if best else ""))
         canonical = "D" * ("D" in prefix) + "S" * ("S" in prefix) + "R" * ("R" in prefix) + family
         if canonical != upper:
-            return f"unknown layer '{name}': prefixes go in the order D, S, R; did you mean '{canonical}'?"
+            return f"unknown layer '{name}': prefixes go in the order D, S, R; {did_you_mean([canonical])}"
     lowered = {n.lower(): n for n in names}
     if name.lower() in lowered:
-        return f"unknown layer '{name}': names are case-sensitive; did you mean '{lowered[name.lower()]}'?"
-    close = difflib.get_close_matches(name.lower(), list(lowered), n=3, cutoff=0.7)
-    close = [lowered[c] for c in close]
+        return f"unknown layer '{name}': names are case-sensitive; {did_you_mean([lowered[name.lower()]])}"
+    close = close_matches(name, names, n=3, cutoff=0.7, ignore_case=True)
     if close:
-        return f"unknown layer '{name}'; did you mean {' or '.join(repr(c) for c in close)}?"
+        return f"unknown layer '{name}'; {did_you_mean(close)}"
     others = [n for n in names if n not in _BUILTIN or _BUILTIN[n].kind != "snn"]
     return (f"unknown layer '{name}'; layers are {', '.join(others)} and the 32 SNN names "
             f"([D][S][R] + {' / '.join(FAMILIES)})")
@@ -207,8 +206,8 @@ def lookup_function(kind: FnKind, name: str) -> Callable[..., Callable]:
     table = _FUNCTIONS[kind]
     if name in table:
         return table[name]
-    close = difflib.get_close_matches(name, list(table), n=3, cutoff=0.5)
-    hint = f"did you mean {' or '.join(repr(c) for c in close)}?" if close else f"known: {', '.join(table)}"
+    close = close_matches(name, table, n=3, cutoff=0.5)
+    hint = did_you_mean(close) if close else f"known: {', '.join(table)}"
     raise UnknownNameError(f"unknown {kind} '{name}'; {hint}")
 
 

@@ -5,10 +5,13 @@ It gives a layer three things:
 * **constrained parameters**: ``register_param(name, value, rank, learn, constraint)``
   stores ``raw_<name>`` (an ``nn.Parameter`` when learnable, else a buffer) and
   ``layer.<name>`` reads the activated value (sigmoid for decays, softplus for
-  thresholds, ...). ``compile()`` swaps each raw value for its activated value so
-  inference skips the activation; ``decompile()`` restores the raw values exactly.
+  thresholds, ...). ``TTcompile()`` (also ``bake_parameters()``) swaps each raw value
+  for its activated value so inference skips the activation; ``TTuncompile()`` (also
+  ``unbake_parameters()``) restores the raw values exactly. ``compile()`` is torch's own
+  (``torch.compile``), untouched.
 * **hidden states**: ``register_state(name)``; states start as ``None`` and are created
-  lazily shaped like the input; ``zero_states()`` / ``detach_states()``.
+  lazily shaped like the input; :meth:`Layer.set_state` is the one way traceTorch writes
+  them; ``zero_states()`` / ``detach_states()`` (a whole model's: :mod:`tracetorch.core.states`).
 * **dimension handling**: the neuron dimension is ``dim``; parameters are broadcast
   along it (``param_view``) so the input never has to be moved in memory.
 
@@ -159,9 +162,9 @@ class Layer(nn.Module):
     def params_for(self, x: Tensor) -> dict[str, Tensor]:
         return {name: self.param_view(name, x) for name in self._tt_params}
 
-    # compile / decompile ------------------------------------------------------------
+    # parameter baking: TTcompile / TTuncompile ---------------------------------------
 
-    def compile(self) -> Layer:  # type: ignore[override]
+    def TTcompile(self) -> Layer:  # the original traceTorch name
         """Store activated values in place of raw ones (frozen buffers) for inference."""
         for name, info in self._tt_params.items():
             if info.compiled:
@@ -174,14 +177,14 @@ class Layer(nn.Module):
             info.compiled = True
         return self
 
-    def decompile(self) -> Layer:
-        """Undo :meth:`compile`: raw values back (bit-exact when untouched), learnability too."""
+    def TTuncompile(self) -> Layer:  # the original traceTorch name
+        """Undo :meth:`TTcompile`: raw values back (bit-exact when untouched), learnability too."""
         for name, info in self._tt_params.items():
             if not info.compiled:
                 continue
             value = getattr(self, f"raw_{name}").detach()
             stash = info.stash
-            if stash is not None:  # the layer may have moved (.to/.cuda) since compile()
+            if stash is not None:  # the layer may have moved (.to/.cuda) since TTcompile()
                 stash = stash.to(device=value.device)
             if stash is not None and torch.equal(info.constraint.activate(stash).to(value.dtype), value):
                 raw = stash.to(device=value.device, dtype=value.dtype)
@@ -194,8 +197,14 @@ class Layer(nn.Module):
             info.stash = None
         return self
 
+    TTdecompile = TTuncompile
+    decompile = TTuncompile  # the earlier name; torch has no decompile, so it shadows nothing
+    bake_parameters = TTcompile
+    unbake_parameters = TTuncompile
+
     @property
     def is_compiled(self) -> bool:
+        """True while :meth:`TTcompile` has baked some parameter."""
         return any(info.compiled for info in self._tt_params.values())
 
     # states -------------------------------------------------------------------------
@@ -204,7 +213,19 @@ class Layer(nn.Module):
         """Declare a hidden state; it starts as ``None``."""
         if name not in self._tt_states:
             self._tt_states.append(name)
-        object.__setattr__(self, name, None)
+        self.set_state(name, None)
+
+    def set_state(self, name: str, value: Tensor | None) -> None:
+        """Write the hidden state ``name`` (``None``: zeros on the next call).
+
+        The one place traceTorch writes a state slot: the step, the sequence run, ``zero_states``,
+        ``detach_states``, device moves and :mod:`tracetorch.core.states` all come here.
+        """
+        if name not in self._tt_states:
+            raise KeyError(f"{self._label()}: no hidden state {name!r}; its states are {', '.join(self._tt_states) or 'none'}")
+        if value is not None and not isinstance(value, Tensor):
+            raise TypeError(f"{self._label()}: state {name!r} must be a tensor or None, got {type(value).__name__}")
+        object.__setattr__(self, name, value)
 
     def state_names(self) -> list[str]:
         return list(self._tt_states)
@@ -216,13 +237,13 @@ class Layer(nn.Module):
     def zero_states(self) -> None:
         """All states back to ``None`` (recreated as zeros on the next call)."""
         for name in self._tt_states:
-            object.__setattr__(self, name, None)
+            self.set_state(name, None)
 
     def detach_states(self) -> None:
         """Cut the autograd history of every state (truncated BPTT / online learning)."""
         for name, value in self.states():
             if value is not None:
-                object.__setattr__(self, name, value.detach())
+                self.set_state(name, value.detach())
 
     # sequences ----------------------------------------------------------------------
 
@@ -272,6 +293,19 @@ class Layer(nn.Module):
             break
         return x
 
+    def check_sequence(self, x_seq: Tensor) -> Tensor:
+        """Validate a sequence ``[T, *input_shape]`` (``T >= 1``) like :meth:`check_input` checks one step."""
+        if not isinstance(x_seq, Tensor):
+            raise TypeError(f"{self._label()}.run: expected a torch.Tensor of shape [T, ...], got {type(x_seq).__name__}")
+        if x_seq.ndim < 2 or x_seq.shape[0] == 0:
+            raise ValueError(
+                f"{self._label()}.run: expected a sequence [T, *input_shape] with T >= 1, got shape {tuple(x_seq.shape)}"
+            )
+        if not (x_seq.is_floating_point() or x_seq.is_complex()):
+            x_seq = x_seq.to(torch.get_default_dtype())
+        self.check_input(x_seq[0])
+        return x_seq
+
     @staticmethod
     def zeros_if_none(state: Tensor | None, like: Tensor) -> Tensor:
         return torch.zeros_like(like) if state is None else state
@@ -283,6 +317,6 @@ class Layer(nn.Module):
         result = super()._apply(fn, recurse)
         for name, value in self.states():
             if value is not None:
-                object.__setattr__(self, name, fn(value))
+                self.set_state(name, fn(value))
         return result
 

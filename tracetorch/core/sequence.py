@@ -1,81 +1,15 @@
-"""Whole-sequence execution: ``run(module, x_seq)`` for any module over ``[T, ...]``.
+"""The old import path of the sequence runner, which lives in :mod:`tracetorch.kernels.sequence`.
 
-* traceTorch layers and models use their own ``run`` (fused paths where available);
-* stateless modules whose per-sample output does not depend on the rest of the batch
-  (Linear, convolutions, pooling, Flatten, ...) fold time into the batch and run as
-  one call instead of T; a plain ``nn.Linear`` (no subclass, no hooks) on spikes (all
-  0/1) runs event-driven (:mod:`tracetorch.kernels.event_linear`);
-* anything else (BatchNorm in training mode, Dropout in training mode, modules with
-  their own state) is stepped one timestep at a time, which is always exact.
+Kept so that existing ``from tracetorch.core.sequence import run`` lines keep working; new code
+imports :mod:`tracetorch.kernels.sequence`. This module adds nothing of its own.
 
 Example:
     >>> import torch
     >>> from tracetorch.core.sequence import run
-    >>> run(torch.nn.Linear(3, 2), torch.rand(5, 4, 3)).shape
-    torch.Size([5, 4, 2])
+    >>> run(torch.nn.Flatten(), torch.rand(5, 4, 2, 3)).shape
+    torch.Size([5, 4, 6])
 """
 
-from __future__ import annotations
-
-import torch
-from torch import Tensor, nn
-
-from tracetorch.kernels import event_linear
+from tracetorch.kernels.sequence import fold_time, is_time_foldable, run, step_through
 
 __all__ = ["run", "step_through", "fold_time", "is_time_foldable"]
-
-_FOLDABLE = (
-    nn.Linear, nn.Bilinear, nn.Identity, nn.Flatten, nn.Unflatten,
-    nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-    nn.LayerNorm, nn.GroupNorm, nn.ReLU, nn.GELU, nn.Sigmoid, nn.Tanh, nn.Softmax, nn.LogSoftmax,
-)
-_TRAIN_DEPENDENT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
-
-
-def is_time_foldable(module: nn.Module) -> bool:
-    """True when running ``[T*B, ...]`` at once equals T calls on ``[B, ...]``."""
-    if isinstance(module, _FOLDABLE):
-        return True
-    if isinstance(module, _TRAIN_DEPENDENT):
-        return not module.training
-    return False
-
-
-def step_through(module: nn.Module, x_seq: Tensor) -> Tensor:
-    """Call ``module`` once per timestep and stack the outputs."""
-    return torch.stack([module(x_t) for x_t in x_seq.unbind(0)])
-
-
-def _has_hooks(module: nn.Module) -> bool:
-    """True when calling ``module`` does more than its ``forward`` (hooks of its own or global ones)."""
-    from torch.nn.modules import module as torch_module
-
-    own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
-    shared = (torch_module._global_forward_hooks, torch_module._global_forward_pre_hooks,
-              torch_module._global_backward_hooks, torch_module._global_backward_pre_hooks)
-    return any(len(hooks) > 0 for hooks in (*own, *shared))
-
-
-def fold_time(module: nn.Module, x_seq: Tensor) -> Tensor:
-    """One call on ``[T*B, ...]``, reshaped back to ``[T, B, ...]``."""
-    steps, batch = x_seq.shape[0], x_seq.shape[1]
-    folded = x_seq.reshape(steps * batch, *x_seq.shape[2:])
-    if type(module) is nn.Linear and not _has_hooks(module):
-        out = event_linear.linear(folded, module.weight, module.bias)
-    else:
-        out = module(folded)
-    return out.reshape(steps, batch, *out.shape[1:])
-
-
-def run(module: nn.Module, x_seq: Tensor) -> Tensor:
-    """Run ``module`` over a whole sequence ``[T, ...]`` and return ``[T, ...]``."""
-    if not isinstance(x_seq, Tensor) or x_seq.ndim < 1:
-        raise ValueError(f"run() expects a tensor of shape [T, ...], got {getattr(x_seq, 'shape', type(x_seq))}")
-    own_run = getattr(module, "run", None)
-    if callable(own_run):
-        return own_run(x_seq)
-    if x_seq.ndim >= 2 and is_time_foldable(module):
-        return fold_time(module, x_seq)
-    return step_through(module, x_seq)

@@ -16,11 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
+
+from tracetorch.suggest import close_matches, did_you_mean
 
 __all__ = ["Registry", "import_callable", "call_with_checked_kwargs"]
 
@@ -90,8 +91,8 @@ class Registry:
 
     def get(self, name: str) -> Callable[..., Any]:
         if name not in self._items:
-            close = difflib.get_close_matches(str(name), self.names(), n=3)
-            hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            close = close_matches(str(name), self.names(), n=3)
+            hint = f"; {did_you_mean(close)}" if close else ""
             raise KeyError(f"unknown {self.kind} {name!r}{hint} (known: {', '.join(self.names())})")
         return self._items[name]
 

@@ -8,7 +8,11 @@
   reset per step; backward walks time in reverse).
 * :mod:`~tracetorch.kernels.cpu`: ``neuron_kernels.h``, one C++ template for all 32 layers,
   built on first use; :mod:`~tracetorch.kernels.triton_kernels`: the same for CUDA.
-* :mod:`~tracetorch.kernels.dispatch`: picks the path (``explain`` says which and why).
+* :mod:`~tracetorch.kernels.neuron_run`: what a layer hands over (flags, tensors, functions; never
+  the module); :mod:`~tracetorch.kernels.dispatch`: picks the path (``explain`` says which and why)
+  and returns the outputs and final states, which the layer writes itself.
+* :mod:`~tracetorch.kernels.sequence`: runs any module over ``[T, ...]`` (``tt.Sequential.run``):
+  folds time into the batch for stateless modules and decides when a ``Linear`` runs event-driven.
 * :mod:`~tracetorch.kernels.event_linear`: ``nn.Linear`` on 0/1 inputs with work proportional
   to the spikes (``events_cpu.cpp``); :mod:`~tracetorch.kernels.spike_draws`: counter-based
   Bernoulli spike trains (rate coding). Large outputs of the C++ kernels come from a pool of

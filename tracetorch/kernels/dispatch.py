@@ -1,6 +1,8 @@
 """Choosing the path of a neuron layer's sequence run: Triton (CUDA), compiled C++ (CPU) or reference.
 
-``run_sequence(layer, x_seq)`` is what ``NeuronLayer.run`` calls. The fused paths cover every
+``run_sequence(run, x_seq)`` is what ``NeuronLayer.run`` calls with its
+:class:`~tracetorch.kernels.neuron_run.NeuronRun` (flags and tensors, not the module); it returns
+``(outputs, final states)`` and the layer writes the states. The fused paths cover every
 one of the 32 layers with the default ``spike_fn`` (:func:`tracetorch.functional.sigmoid4x`)
 and the quantizers ``nn.Identity``, ``round_ste``, ``stochastic_round_ste`` and
 ``probabilistic_ste`` (exact types), in float32. Anything else (a user-written ``spike_fn``
@@ -8,8 +10,10 @@ or ``quant_fn``, float64 or half precision, no compiler, no Triton) runs the ref
 path, a loop of :func:`tracetorch.snn.step.neuron_step`. :func:`explain` says which path a
 call would take and why; :func:`force` pins a path (tests, debugging).
 
-All paths start from the layer's held states (``None`` = zeros) and leave the final states in
-the layer, connected to the autograd graph exactly as ``T`` single steps would.
+All paths start from the layer's held states (``None`` = zeros) and return final states
+connected to the autograd graph exactly as ``T`` single steps would leave them. The compiled
+C++ backend (:mod:`~tracetorch.kernels.cpu`) and the Triton one are imported on first use, so
+importing traceTorch or building a model never loads a compiler toolchain.
 
 Example:
     >>> import torch, tracetorch as tt
@@ -24,21 +28,24 @@ Example:
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from tracetorch.functional import sigmoid4x
-from tracetorch.kernels import cpu
 from tracetorch.kernels.fused import fused_run
+from tracetorch.kernels.neuron_run import NeuronRun
 from tracetorch.kernels.reference import draw_uniforms, quant_kind, run_reference
 
-__all__ = ["PATHS", "wanted", "explain", "select_path", "force", "run_sequence", "triton_available"]
+__all__ = ["PATHS", "wanted", "explain", "select_path", "force", "run_sequence", "triton_available", "cpu_backend"]
 
 PATHS = ("triton", "cpu", "reference")
 _forced: list[str] = []
@@ -62,7 +69,12 @@ def triton_available() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("triton") is not None
 
 
-def _unsupported(layer: torch.nn.Module, x_seq: Tensor) -> str | None:
+def cpu_backend() -> ModuleType:
+    """:mod:`tracetorch.kernels.cpu` (the C++ loader), imported here on first use."""
+    return importlib.import_module("tracetorch.kernels.cpu")
+
+
+def _unsupported(layer: Any, x_seq: Tensor) -> str | None:
     if x_seq.dtype != torch.float32:
         return f"dtype {x_seq.dtype} (the fused kernels take float32)"
     if layer.flags.fires:
@@ -78,8 +90,11 @@ def wanted() -> str:
     return _forced[-1] if _forced else os.environ.get("TRACETORCH_KERNELS", "auto")
 
 
-def explain(layer: torch.nn.Module, x_seq: Tensor) -> tuple[str, str]:
-    """``(path, reason)``: the path ``layer.run(x_seq)`` takes and why."""
+def explain(layer: Any, x_seq: Tensor) -> tuple[str, str]:
+    """``(path, reason)``: the path ``layer.run(x_seq)`` takes and why.
+
+    ``layer`` is a neuron layer or its :class:`NeuronRun`: only ``flags``, ``spike_fn`` and ``quant_fn`` are read.
+    """
     asked = wanted()
     if asked == "reference":
         return "reference", "forced"
@@ -91,44 +106,26 @@ def explain(layer: torch.nn.Module, x_seq: Tensor) -> tuple[str, str]:
             return "triton", "CUDA input, Triton available"
         return "reference", "CUDA input without Triton"
     if x_seq.device.type == "cpu":
-        if asked in ("auto", "cpu") and cpu.available():
+        if asked in ("auto", "cpu") and cpu_backend().available():
             return "cpu", "compiled C++ kernel"
         return "reference", "compiled C++ kernel unavailable"
     return "reference", f"device {x_seq.device.type}"
 
 
-def select_path(layer: torch.nn.Module, x_seq: Tensor) -> str:
+def select_path(layer: Any, x_seq: Tensor) -> str:
     """The path :func:`run_sequence` takes for ``layer`` and ``x_seq`` (see :data:`PATHS`)."""
     return explain(layer, x_seq)[0]
 
 
-def _check(layer: torch.nn.Module, x_seq: Tensor) -> Tensor:
-    if not isinstance(x_seq, Tensor):
-        raise TypeError(f"{layer._label()}.run: expected a torch.Tensor of shape [T, ...], got {type(x_seq).__name__}")
-    if x_seq.ndim < 2 or x_seq.shape[0] == 0:
-        raise ValueError(
-            f"{layer._label()}.run: expected a sequence [T, *input_shape] with T >= 1, got shape {tuple(x_seq.shape)}"
-        )
-    if not (x_seq.is_floating_point() or x_seq.is_complex()):
-        x_seq = x_seq.to(torch.get_default_dtype())
-    layer.check_input(x_seq[0])
-    return x_seq
-
-
-def run_sequence(layer: torch.nn.Module, x_seq: Tensor) -> Tensor:
-    """Run ``layer`` over ``x_seq`` ``[T, *input_shape]``; returns ``[T, ...]`` and updates the states."""
-    x_seq = _check(layer, x_seq)
-    uniforms = draw_uniforms(layer.flags, layer.quant_fn, x_seq)
-    path = select_path(layer, x_seq)
+def run_sequence(run: NeuronRun, x_seq: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run a layer's sequence ``x_seq`` ``[T, *input_shape]`` (checked by the layer): ``(outputs [T, ...], final states)``."""
+    uniforms = draw_uniforms(run.flags, run.quant_fn, x_seq)
+    path = select_path(run, x_seq)
     if path == "cpu":
-        backend = cpu.CpuBackend(cpu.load())
-        out, states = fused_run(layer, x_seq, uniforms, backend, quant_kind(layer.quant_fn) or "identity")
-    elif path == "triton":
+        cpu = cpu_backend()
+        return fused_run(run, x_seq, uniforms, cpu.CpuBackend(cpu.load()), quant_kind(run.quant_fn) or "identity")
+    if path == "triton":
         from tracetorch.kernels.triton_kernels import TritonBackend
 
-        out, states = fused_run(layer, x_seq, uniforms, TritonBackend(), quant_kind(layer.quant_fn) or "identity")
-    else:
-        out, states = run_reference(layer, x_seq, uniforms)
-    for name, value in states.items():
-        object.__setattr__(layer, name, value)
-    return out
+        return fused_run(run, x_seq, uniforms, TritonBackend(), quant_kind(run.quant_fn) or "identity")
+    return run_reference(run, x_seq, uniforms)

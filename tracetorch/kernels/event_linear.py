@@ -13,7 +13,7 @@ density above :data:`MAX_DENSITY`, a dtype other than float32, a non-CPU tensor 
 compiled kernel sends the call to ``torch.nn.functional.linear`` (same values, to float
 summation order). The input gradient is the dense ``grad_out @ W`` either way.
 
-``tt.Sequential.run`` (and :func:`tracetorch.core.sequence.run`) use it for every ``nn.Linear``
+``tt.Sequential.run`` (and :func:`tracetorch.kernels.sequence.run`) use it for every ``nn.Linear``
 they fold over time; :func:`explain` says which path a call takes.
 
 Example:

@@ -3,9 +3,10 @@
 A neuron layer's sequence ``[T, *step_shape]`` is viewed as ``x [T, M]`` (``M`` elements per
 step); the neuron of element ``e`` is ``(e // inner) % N`` where ``inner`` is the number of
 elements after the layer's ``dim``. Parameters go to the kernels as one ``[13, N]`` tensor of
-*activated* values in fixed slots (:data:`PARAM_SLOTS`; rank-0 values expanded), states as
-one ``[7, M]`` tensor (:data:`STATE_SLOTS`; ``None`` as zeros). Autograd flows through the
-stacking, so the activations, the rank-0 expansion and the reduction over the batch of the
+*activated* values in fixed slots (:data:`tracetorch.snn.grammar.PARAM_SLOTS`; rank-0 values
+expanded), states as one ``[7, M]`` tensor (:data:`tracetorch.snn.grammar.STATE_SLOTS`; ``None``
+as zeros); the layer says which name fills which slot (:class:`~tracetorch.kernels.neuron_run.NeuronRun`).
+Autograd flows through the stacking, so the activations, the rank-0 expansion and the reduction over the batch of the
 per-element parameter gradients are ordinary torch ops, and the final states returned stay
 connected to the graph exactly like the outputs.
 
@@ -22,33 +23,22 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from tracetorch.snn.grammar import Flags, state_names
+from tracetorch.kernels.neuron_run import NeuronRun
 
-__all__ = ["PARAM_SLOTS", "STATE_SLOTS", "QUANT_CODES", "FAMILY_CODES", "Meta", "Backend", "fused_run"]
+__all__ = ["QUANT_CODES", "FAMILY_CODES", "Meta", "Backend", "fused_run"]
 
-PARAM_SLOTS: tuple[tuple[str, str], ...] = (
-    ("alpha", "pos_alpha"), ("", "neg_alpha"), ("beta", "pos_beta"), ("", "neg_beta"),
-    ("gamma", "pos_gamma"), ("", "neg_gamma"), ("rec_weight", "pos_rec_weight"), ("", "neg_rec_weight"),
-    ("threshold", "pos_threshold"), ("", "neg_threshold"), ("bias", "bias"), ("", "pos_scale"), ("", "neg_scale"),
-)
-"""Kernel slot -> (name without, with the split): decays and recurrent weights split by ``D``,
-the threshold by the ternary families (``threshold`` vs ``pos_threshold``/``neg_threshold``)."""
-
-STATE_SLOTS: tuple[tuple[str, str], ...] = (
-    ("syn", "pos_syn"), ("", "neg_syn"), ("rec", "pos_rec"), ("", "neg_rec"),
-    ("prev_output", "prev_output"), ("mem", "pos_mem"), ("", "neg_mem"),
-)
 FAMILY_CODES = {"LI": 0, "LIEMA": 1, "LIB": 2, "LIT": 3, "LITS": 4}
 QUANT_CODES = {"identity": 0, "round": 1, "stochastic_round": 2, "probabilistic": 3}
+"""The kernels' codes for the family and the quantizer (``enum Family`` / ``enum Quant`` in ``neuron_kernels.h``)."""
 
 
 @dataclass(frozen=True)
 class Meta:
     """Everything a kernel needs besides tensors."""
 
-    flags: Flags
+    flags: Any  # tracetorch.snn.grammar.Flags
     quant: str
     step: float
     num_neurons: int
@@ -67,15 +57,6 @@ class Backend(Protocol):
 
     def backward(self, grad_out: Tensor, grad_final: Tensor, x: Tensor | None, params: Tensor, init: Tensor,
                  uniforms: Tensor | None, saved: Tensor, meta: Meta) -> tuple[Tensor, Tensor, Tensor]: ...
-
-
-def _slot_name(flags: Flags, slot: int) -> str:
-    plain, dual = PARAM_SLOTS[slot]
-    if slot < 8:  # decays and recurrent weights: split by D
-        return dual if flags.dual else plain
-    if slot == 8:
-        return dual if flags.ternary else plain
-    return dual
 
 
 class _FusedSequence(torch.autograd.Function):
@@ -105,41 +86,26 @@ class _FusedSequence(torch.autograd.Function):
         return gx, gparams, gi, None, None, None, None
 
 
-def fused_run(layer: nn.Module, x_seq: Tensor, uniforms: Tensor | None, backend: Backend,
+def fused_run(run: NeuronRun, x_seq: Tensor, uniforms: Tensor | None, backend: Backend,
               quant: str) -> tuple[Tensor, dict[str, Tensor]]:
-    """Run ``layer`` over ``x_seq`` with ``backend``; ``(outputs, final states)`` like the reference."""
-    flags: Flags = layer.flags
+    """Run a layer's sequence with ``backend``; ``(outputs, final states)`` like the reference."""
+    flags = run.flags
     steps, step_shape = x_seq.shape[0], x_seq.shape[1:]
-    dim = layer.dim % len(step_shape)
-    n = layer.num_neurons
+    dim = run.dim % len(step_shape)
+    n = run.num_neurons
     inner = math.prod(step_shape[dim + 1:])
     m = math.prod(step_shape)
     dtype, device = x_seq.dtype, x_seq.device
     x = x_seq.reshape(steps, m).contiguous()
-    names = set(layer.param_names())
     zeros_n = torch.zeros(n, dtype=dtype, device=device)
-    slots = []
-    for slot in range(len(PARAM_SLOTS)):
-        name = _slot_name(flags, slot)
-        slots.append(layer.param_value(name).to(dtype).expand(n) if name in names else zeros_n)
-    params = torch.stack(slots)
-    held = dict(layer.states())
+    params = torch.stack([zeros_n if name is None else run.params[name].reshape(-1).expand(n) for name in run.param_slots])
     zeros_m = torch.zeros(m, dtype=dtype, device=device)
-    own = set(state_names(flags))
-    init_slots = []
-    for plain, dual in STATE_SLOTS:
-        name = dual if flags.dual else plain
-        value = held.get(name) if name in own else None
-        init_slots.append(zeros_m if value is None else value.reshape(m))
-    init = torch.stack(init_slots)
+    held = [None if name is None else run.states.get(name) for name in run.state_slots]
+    init = torch.stack([zeros_m if value is None else value.reshape(m) for value in held])
     u = None if uniforms is None else uniforms.reshape(steps, uniforms.shape[1], m).contiguous()
-    step = float(getattr(layer.quant_fn, "step_size", 1.0))
+    step = float(getattr(run.quant_fn, "step_size", 1.0))
     meta = Meta(flags, quant, step, n, inner, need_x=flags.synaptic or flags.ema or flags.dual)
     save = torch.is_grad_enabled() and (x.requires_grad or params.requires_grad or init.requires_grad)
     out, final = _FusedSequence.apply(x, params, init, u, meta, backend, save)
-    states = {}
-    for k, (plain, dual) in enumerate(STATE_SLOTS):
-        name = dual if flags.dual else plain
-        if name in own:
-            states[name] = final[k].view(step_shape)
+    states = {name: final[k].view(step_shape) for k, name in enumerate(run.state_slots) if name is not None}
     return out.view(steps, *step_shape), states

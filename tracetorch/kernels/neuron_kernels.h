@@ -2,7 +2,7 @@
 //
 // One template covers all 32 layers: the flags (dual, synaptic, recurrent, family) and the
 // quantizer are template parameters, so every instantiation is a branch-free loop. The
-// equations are those of tracetorch/snn/step.py (spec: layers.md).
+// equations are those of tracetorch/snn/step.py (reference: docs/layers.md).
 //
 // Layout: x [T, M] (M = all elements of one timestep), params [NP, N] (activated values,
 // one slot per role below, neuron n of element e is (e / inner) % N), states [NS, M].
@@ -36,9 +36,9 @@ namespace tracetorch_neuron {
 
 enum Family { LI = 0, LIEMA = 1, LIB = 2, LIT = 3, LITS = 4 };
 enum Quant { Q_ID = 0, Q_ROUND = 1, Q_SROUND = 2, Q_PROB = 3 };
-// parameter slots (non-dual layers use the first of each pair)
+// parameter slots: tracetorch.snn.grammar.PARAM_SLOTS, in order (tests/test_kernel_layout.py checks)
 enum { P_A = 0, P_NA, P_B, P_NB, P_G, P_NG, P_W, P_NW, P_TH, P_NTH, P_BIAS, P_PSC, P_NSC, NP };
-// state slots
+// state slots: tracetorch.snn.grammar.STATE_SLOTS, in order
 enum { S_SYN = 0, S_NSYN, S_REC, S_NREC, S_PREV, S_MEM, S_NMEM, NS };
 constexpr int64_t BLK = 1024;
 constexpr int64_t LINE = 64 / sizeof(float);  // floats per cache line

@@ -1,6 +1,7 @@
 """The plain-PyTorch sequence path: the exact reference every fused kernel is tested against.
 
-``run_reference(layer, x_seq, uniforms)`` is a loop of :func:`tracetorch.snn.step.neuron_step`
+``run_reference(run, x_seq, uniforms)`` is a loop of the layer's step function
+(:func:`tracetorch.snn.step.neuron_step`, handed over in a :class:`~tracetorch.kernels.neuron_run.NeuronRun`)
 over the ``T`` timesteps of ``x_seq`` ``[T, *step_shape]``, starting from the layer's held
 states; it returns the stacked outputs and the final states. It is what ``T`` calls of
 ``layer(x_t)`` compute, and it is also the fallback for anything the fused kernels do not
@@ -21,8 +22,8 @@ which makes step mode reproduce sequence mode exactly (the tests do this).
 Example:
     >>> import torch, tracetorch as tt
     >>> from tracetorch.kernels.reference import run_reference
-    >>> layer = tt.snn.LI(3, beta=0.5)
-    >>> out, states = run_reference(layer, torch.ones(2, 1, 3))
+    >>> x_seq = torch.ones(2, 1, 3)
+    >>> out, states = run_reference(tt.snn.LI(3, beta=0.5).neuron_run(x_seq), x_seq)
     >>> out[:, 0, 0].detach()
     tensor([1.0000, 1.5000])
 """
@@ -30,13 +31,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from tracetorch.functional import ProbabilisticSTE, RoundSTE, StochasticRoundSTE
-from tracetorch.snn.grammar import Flags
-from tracetorch.snn.step import neuron_step
+from tracetorch.kernels.neuron_run import NeuronRun
 
 __all__ = ["quant_kind", "draws_per_step", "draw_uniforms", "replay_quant", "run_reference"]
 
@@ -54,14 +55,14 @@ def quant_kind(quant_fn: Callable[[Tensor], Tensor]) -> str | None:
     return _KINDS.get(type(quant_fn))
 
 
-def draws_per_step(flags: Flags) -> int:
+def draws_per_step(flags: Any) -> int:
     """How many quantizer calls (random draws) one timestep of this layer makes."""
     if not flags.fires:
         return 0
     return 1 if flags.family == "LIB" else 2
 
 
-def draw_uniforms(flags: Flags, quant_fn: Callable[[Tensor], Tensor], x_seq: Tensor) -> Tensor | None:
+def draw_uniforms(flags: Any, quant_fn: Callable[[Tensor], Tensor], x_seq: Tensor) -> Tensor | None:
     """``torch.rand(T, draws, *step_shape)`` for a stochastic quantizer, else ``None``."""
     if not flags.fires or quant_kind(quant_fn) not in STOCHASTIC:
         return None
@@ -108,19 +109,17 @@ def replay_quant(quant_fn: Callable[[Tensor], Tensor], uniforms_t: Tensor | None
     return lambda x: next(calls)(x)
 
 
-def run_reference(layer: nn.Module, x_seq: Tensor, uniforms: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
-    """``T`` steps of ``layer``'s dynamics from its held states: ``(outputs [T, ...], final states)``.
+def run_reference(run: NeuronRun, x_seq: Tensor, uniforms: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """``T`` steps of the layer's dynamics from its held states: ``(outputs [T, ...], final states)``.
 
-    The layer itself is not modified; ``uniforms`` (from :func:`draw_uniforms`) drive the
+    Nothing is written anywhere; ``uniforms`` (from :func:`draw_uniforms`) drive the
     stochastic quantizers when given.
     """
-    flags: Flags = layer.flags
-    state: dict[str, Tensor | None] = dict(layer.states())
-    params = layer.params_for(x_seq[0])
+    state: dict[str, Tensor | None] = dict(run.states)
     outs = []
     for t, x_t in enumerate(x_seq.unbind(0)):
-        quant = replay_quant(layer.quant_fn, None if uniforms is None else uniforms[t])
-        out, new = neuron_step(flags, x_t, state, params, layer.spike_fn, quant)
+        quant = replay_quant(run.quant_fn, None if uniforms is None else uniforms[t])
+        out, new = run.step(x_t, state, run.params, run.spike_fn, quant)
         state.update(new)
         outs.append(out)
     return torch.stack(outs), {k: v for k, v in state.items() if v is not None}

@@ -19,9 +19,9 @@ from tracetorch.kernels.fused import Meta
 __all__ = ["TritonBackend"]
 
 BLOCK = 256
-# parameter and state slots (see tracetorch.kernels.fused.PARAM_SLOTS / STATE_SLOTS)
-P_A, P_NA, P_B, P_NB, P_G, P_NG, P_W, P_NW, P_TH, P_NTH, P_BIAS, P_PSC, P_NSC = range(13)
-S_SYN, S_NSYN, S_REC, S_NREC, S_PREV, S_MEM, S_NMEM = range(7)
+# Parameter and state slots: tracetorch.snn.grammar.PARAM_SLOTS / STATE_SLOTS. _load_params, _load_states
+# and _store_states name the value of each slot by the slot's code in lower case (slot "NTH" -> nth) and
+# read row k of the [13, N] / [7, M] block for the k-th slot; tests/test_kernel_layout.py checks the rows.
 
 
 @triton.jit

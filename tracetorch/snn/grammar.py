@@ -6,6 +6,11 @@
 :func:`parse` turns a name into :class:`Flags`; :func:`param_specs` lists the
 parameters a set of flags implies (name, default, constraint). Layer constructors,
 the builder's Pydantic schemas and the docs are all generated from this table.
+What the ``D`` prefix splits is :data:`DUAL_SPLIT`. The fused kernels see a layer's
+parameters and states in fixed slots: :data:`PARAM_SLOTS` and :data:`STATE_SLOTS` are
+that layout (the C++ and Triton constants are tested against them), and
+:func:`param_slot_names` / :func:`state_slot_names` say which name fills each slot.
+The full equations: ``docs/layers.md``.
 
 Example:
     >>> from tracetorch.snn.grammar import parse, param_specs
@@ -17,9 +22,10 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from functools import cache
+
+from tracetorch.suggest import close_matches, did_you_mean
 
 __all__ = [
     "FAMILIES",
@@ -30,6 +36,12 @@ __all__ = [
     "param_specs",
     "state_names",
     "closest_names",
+    "DUAL_SPLIT",
+    "Slot",
+    "PARAM_SLOTS",
+    "STATE_SLOTS",
+    "param_slot_names",
+    "state_slot_names",
 ]
 
 FAMILIES: tuple[str, ...] = ("LI", "LIEMA", "LIB", "LIT", "LITS")
@@ -75,8 +87,12 @@ class ParamSpec:
     doc: str
 
 
+DUAL_SPLIT: tuple[str, ...] = ("alpha", "beta", "gamma", "rec_weight")
+"""The parameters the ``D`` prefix splits into ``pos_<name>`` / ``neg_<name>`` (not thresholds, bias or scales)."""
+
+
 def _split(flags: Flags, name: str, default: float, constraint: str, flag: str, doc: str) -> list[ParamSpec]:
-    if flags.dual:
+    if flags.dual and name in DUAL_SPLIT:
         return [
             ParamSpec(f"pos_{name}", default, constraint, flag, f"{doc} (positive branch)"),
             ParamSpec(f"neg_{name}", default, constraint, flag, f"{doc} (negative branch)"),
@@ -86,7 +102,7 @@ def _split(flags: Flags, name: str, default: float, constraint: str, flag: str, 
 
 @cache
 def param_specs(flags: Flags) -> tuple[ParamSpec, ...]:
-    """The parameters of a layer with these flags, in the spec's table order."""
+    """The parameters of a layer with these flags, in the table order of the layer reference (docs/layers.md)."""
     specs: list[ParamSpec] = []
     if flags.synaptic:
         specs += _split(flags, "alpha", 0.5, "sigmoid", "S", "synaptic trace decay")
@@ -123,6 +139,56 @@ def state_names(flags: Flags) -> tuple[str, ...]:
     return tuple(names)
 
 
+@dataclass(frozen=True)
+class Slot:
+    """One row of the fused kernels' parameter or state layout.
+
+    ``plain`` fills the slot without the split (``None``: the slot exists only split),
+    ``split`` with it; ``code`` names the slot's constant in the kernels (``P_<code>`` /
+    ``S_<code>`` in ``neuron_kernels.h`` and ``triton_kernels.py``).
+    """
+
+    code: str
+    plain: str | None
+    split: str
+
+
+PARAM_SLOTS: tuple[Slot, ...] = (
+    Slot("A", "alpha", "pos_alpha"), Slot("NA", None, "neg_alpha"),
+    Slot("B", "beta", "pos_beta"), Slot("NB", None, "neg_beta"),
+    Slot("G", "gamma", "pos_gamma"), Slot("NG", None, "neg_gamma"),
+    Slot("W", "rec_weight", "pos_rec_weight"), Slot("NW", None, "neg_rec_weight"),
+    Slot("TH", "threshold", "pos_threshold"), Slot("NTH", None, "neg_threshold"),
+    Slot("BIAS", "bias", "bias"), Slot("PSC", None, "pos_scale"), Slot("NSC", None, "neg_scale"),
+)
+"""Parameter slots of the kernels' ``[13, N]`` tensor. The split of the decays and recurrent weights is
+the ``D`` prefix (:data:`DUAL_SPLIT`); the threshold's is the ternary families'; the scales exist only split."""
+
+STATE_SLOTS: tuple[Slot, ...] = (
+    Slot("SYN", "syn", "pos_syn"), Slot("NSYN", None, "neg_syn"),
+    Slot("REC", "rec", "pos_rec"), Slot("NREC", None, "neg_rec"),
+    Slot("PREV", "prev_output", "prev_output"),
+    Slot("MEM", "mem", "pos_mem"), Slot("NMEM", None, "neg_mem"),
+)
+"""State slots of the kernels' ``[7, M]`` tensor; the traces split with the ``D`` prefix."""
+
+
+def _fill(slots: tuple[Slot, ...], own: set[str]) -> tuple[str | None, ...]:
+    return tuple(next((name for name in (slot.plain, slot.split) if name in own), None) for slot in slots)
+
+
+@cache
+def param_slot_names(flags: Flags) -> tuple[str | None, ...]:
+    """The parameter filling each of :data:`PARAM_SLOTS` for these flags (``None``: an unused slot, zeros)."""
+    return _fill(PARAM_SLOTS, {spec.name for spec in param_specs(flags)})
+
+
+@cache
+def state_slot_names(flags: Flags) -> tuple[str | None, ...]:
+    """The state filling each of :data:`STATE_SLOTS` for these flags (``None``: an unused slot, zeros)."""
+    return _fill(STATE_SLOTS, set(state_names(flags)))
+
+
 @cache
 def layer_names() -> tuple[str, ...]:
     """All 32 valid names, grouped by family, prefixes in canonical order."""
@@ -149,11 +215,8 @@ def _family_of(name: str) -> str:
 
 def closest_names(name: str, candidates: tuple[str, ...] | list[str] | None = None, n: int = 3) -> list[str]:
     """Valid names closest to ``name``; anagrams of the prefix rank first (SDLIB -> DSLIB)."""
-    pool = list(candidates if candidates is not None else layer_names())
-    upper = name.upper()
-    anagrams = [c for c in pool if sorted(c) == sorted(upper)]
-    close = difflib.get_close_matches(upper, pool, n=n, cutoff=0.5)
-    return list(dict.fromkeys(anagrams + close))[:n]
+    pool = candidates if candidates is not None else layer_names()
+    return close_matches(name.upper(), pool, n=n, cutoff=0.5, anagrams=True)
 
 
 @cache
@@ -166,10 +229,9 @@ def parse(name: str) -> Flags:
     flags = Flags("D" in prefix, "S" in prefix, "R" in prefix, family)
     if family and flags.name == name and name in layer_names():
         return flags
-    suggestion = closest_names(name)
-    hint = f" Did you mean {' or '.join(repr(s) for s in suggestion)}?" if suggestion else ""
+    hint = did_you_mean(closest_names(name), capital=True)
     raise ValueError(
-        f"{name!r} is not a valid traceTorch layer name.{hint} Names are [D][S][R] + one of "
+        f"{name!r} is not a valid traceTorch layer name.{' ' + hint if hint else ''} Names are [D][S][R] + one of "
         f"{', '.join(FAMILIES)} (prefixes in that order; no R on LI/LIEMA). "
         f"Valid names: {', '.join(layer_names())}."
     )

@@ -9,13 +9,17 @@ declares the 32 public classes, one line each.
 from __future__ import annotations
 
 import inspect
+from functools import partial
 from typing import Any
 
 from torch import Tensor, nn
 
 from tracetorch.core.layer import Layer
 from tracetorch.functional import sigmoid4x
-from tracetorch.snn.grammar import Flags, ParamSpec, layer_names, param_specs, parse, state_names
+from tracetorch.kernels.dispatch import run_sequence
+from tracetorch.kernels.neuron_run import NeuronRun
+from tracetorch.snn.grammar import Flags, ParamSpec, param_slot_names, param_specs, parse, state_names, state_slot_names
+from tracetorch.snn.hints import constructor_message
 from tracetorch.snn.step import neuron_step
 
 __all__ = ["NeuronLayer", "describe"]
@@ -30,54 +34,6 @@ def _keyword_names(specs: tuple[ParamSpec, ...], fires: bool) -> list[str]:
     if fires:
         names += ["spike_fn", "quant_fn"]
     return names
-
-
-_DUAL_SPLIT = ("alpha", "beta", "gamma", "rec_weight")  # what the D prefix splits (spec: not thresholds/bias/scales)
-
-
-def _unknown_keyword(layer: str, flags: Flags, key: str) -> TypeError:
-    own = [s.name for s in param_specs(flags)]
-    base = key.removesuffix("_rank").removeprefix("learn_")
-    holders = [n for n in layer_names() if base in {s.name for s in param_specs(parse(n))}]
-    if f"pos_{base}" in own and flags.dual and base in _DUAL_SPLIT:
-        hint = f" The D prefix splits '{base}' into 'pos_{base}' and 'neg_{base}'."
-    elif f"pos_{base}" in own:
-        hint = f" {layer} has 'pos_{base}' and 'neg_{base}' (one per event sign) instead of '{base}'."
-    elif key in ("spike_fn", "quant_fn"):
-        hint = f" {layer} does not fire; spike_fn/quant_fn belong to the LIB, LIT and LITS families."
-    elif holders:
-        best = min(holders, key=lambda n: _flag_distance(parse(n), flags))
-        hint = f" '{base}' belongs to {_what_adds(base, flags)}: {best} has it."
-    else:
-        hint = ""
-    return TypeError(
-        f"{layer} got an unexpected keyword argument {key!r}.{hint} "
-        f"{layer}'s parameters are: {', '.join(own)} (each also as <name>_rank and learn_<name>), "
-        f"plus num_neurons, dim{', spike_fn, quant_fn' if flags.fires else ''}."
-    )
-
-
-def _flag_distance(a: Flags, b: Flags) -> tuple[int, int]:
-    prefix = (a.dual != b.dual) + (a.synaptic != b.synaptic) + (a.recurrent != b.recurrent)
-    return (a.family != b.family, prefix)
-
-
-def _what_adds(base: str, flags: Flags) -> str:
-    core = base.removeprefix("pos_").removeprefix("neg_")
-    if base != core and core in _DUAL_SPLIT and not flags.dual:
-        return "the dual (D) prefix"
-    table = {
-        "alpha": "the synaptic trace (S prefix)",
-        "gamma": "the recurrent trace (R prefix)",
-        "rec_weight": "the recurrent trace (R prefix)",
-        "threshold": "the binary family (LIB)",
-        "pos_threshold": "the ternary families (LIT, LITS)",
-        "neg_threshold": "the ternary families (LIT, LITS)",
-        "bias": "the firing families (LIB, LIT, LITS)",
-        "pos_scale": "the scaled ternary family (LITS)",
-        "neg_scale": "the scaled ternary family (LITS)",
-    }
-    return table.get(base, table.get(core, "another layer"))
 
 
 def _is_default(key: str, value: Any, specs: tuple[ParamSpec, ...]) -> bool:
@@ -112,7 +68,7 @@ class NeuronLayer(Layer):
         allowed = set(_keyword_names(specs, flags.fires))
         for key in kwargs:
             if key not in allowed:
-                raise _unknown_keyword(name, flags, key)
+                raise constructor_message(name, flags, key)
         super().__init__(num_neurons, kwargs.get("dim", -1))
         self.flags = flags
         self._config = {k: v for k, v in kwargs.items() if not _is_default(k, v, specs)}
@@ -138,7 +94,7 @@ class NeuronLayer(Layer):
         state = {n: getattr(self, n) for n in self._tt_states}
         out, new = neuron_step(self.flags, x, state, self.params_for(x), self.spike_fn, self.quant_fn)
         for key, value in new.items():
-            object.__setattr__(self, key, value)
+            self.set_state(key, value)
         return out
 
     def run(self, x_seq: Tensor) -> Tensor:
@@ -146,9 +102,18 @@ class NeuronLayer(Layer):
 
         Uses a fused kernel when one covers this layer (see :mod:`tracetorch.kernels.dispatch`).
         """
-        from tracetorch.kernels.dispatch import run_sequence
+        x_seq = self.check_sequence(x_seq)
+        out, states = run_sequence(self.neuron_run(x_seq), x_seq)
+        for key, value in states.items():
+            self.set_state(key, value)
+        return out
 
-        return run_sequence(self, x_seq)
+    def neuron_run(self, x_seq: Tensor) -> NeuronRun:
+        """What the sequence paths need to run ``x_seq`` ``[T, *input_shape]``: flags, tensors and functions."""
+        flags = self.flags
+        return NeuronRun(flags, self.num_neurons, self.dim, self.params_for(x_seq[0]), dict(self.states()),
+                         param_slot_names(flags), state_slot_names(flags), partial(neuron_step, flags), self.spike_fn,
+                         self.quant_fn, self._label())
 
     def extra_repr(self) -> str:
         parts = [str(self.num_neurons)]

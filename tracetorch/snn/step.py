@@ -1,7 +1,7 @@
 """Pure step functions: one timestep of any of the 32 layers on plain tensors.
 
 ``neuron_step(flags, x, state, params, spike_fn, quant_fn) -> (out, new_state)`` is
-assembled from four pieces, one per stage of ``../spec/layers.md``:
+assembled from four pieces, one per stage of the layer reference (``docs/layers.md``):
 
 1. :func:`drive`       ``u`` from the input (synaptic trace when ``S``)
 2. :func:`recurrence`  ``delta`` from ``u`` and the recurrent trace (``R``)

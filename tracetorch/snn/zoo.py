@@ -1,6 +1,11 @@
-"""The 32 public layer classes, one line each, all from :func:`make_layer_class`."""
+"""The 32 public layer classes, one line each, all from :func:`make_layer_class`.
 
-from tracetorch.snn.layer import make_layer_class
+The names are written out so that editors and type checkers see the classes; :data:`LAYERS`
+takes its names from the grammar (:func:`tracetorch.snn.grammar.layer_names`).
+"""
+
+from tracetorch.snn.grammar import layer_names
+from tracetorch.snn.layer import NeuronLayer, make_layer_class
 
 LI = make_layer_class("LI")
 DLI = make_layer_class("DLI")
@@ -35,9 +40,5 @@ DRLITS = make_layer_class("DRLITS")
 SRLITS = make_layer_class("SRLITS")
 DSRLITS = make_layer_class("DSRLITS")
 
-LAYERS: dict[str, type] = {cls.__name__: cls for cls in (
-    LI, DLI, SLI, DSLI, LIEMA, DLIEMA, SLIEMA, DSLIEMA,
-    LIB, DLIB, SLIB, RLIB, DSLIB, DRLIB, SRLIB, DSRLIB,
-    LIT, DLIT, SLIT, RLIT, DSLIT, DRLIT, SRLIT, DSRLIT,
-    LITS, DLITS, SLITS, RLITS, DSLITS, DRLITS, SRLITS, DSRLITS,
-)}
+LAYERS: dict[str, type[NeuronLayer]] = {name: globals()[name] for name in layer_names()}
+"""The 32 classes by name, in the grammar's order (a name the lines above miss is a ``KeyError`` at import)."""
