@@ -116,8 +116,7 @@ def _check_model_file(cfg: DictConfig) -> None:
 
 def _suggest(override: str) -> str:
     """' (did you mean trainer.epochs?)' for a misspelt key of a closed config section."""
-    import difflib
-
+    from tracetorch.suggest import close_matches, did_you_mean
     from tracetorch.training.config import TrainConfig
 
     key = override.split("=", 1)[0].lstrip("+~")
@@ -128,8 +127,8 @@ def _suggest(override: str) -> str:
         fields = getattr(annotation, "model_fields", None)
         if fields is None:
             return ""
-    close = difflib.get_close_matches(last, list(fields), n=1)
-    return f" (did you mean {'.'.join([*sections, close[0]])}?)" if close else ""
+    close = close_matches(last, fields, n=1)
+    return f" ({did_you_mean(['.'.join([*sections, close[0]])], quote=False)})" if close else ""
 
 
 def check_overrides(overrides: list[str], multirun: bool = False) -> Any:

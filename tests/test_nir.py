@@ -220,7 +220,7 @@ def test_learnability_rank_and_compiled_layers_survive(tmp_path):
     layer = _layer("SLIB", rank=0, learn_beta=False)
     with torch.no_grad():
         layer.raw_alpha.requires_grad_(False)
-    net = _net(layer).compile()
+    net = _net(layer).TTcompile()
     back = from_nir(write(to_nir(net), tmp_path / "n.nir"))
     rebuilt = [m for m in back.layers().values()][0]
     assert rebuilt.param_info("beta").rank == 0 and not rebuilt.param_info("beta").learn

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from importlib.resources import files
@@ -30,6 +29,7 @@ from typing import Any
 
 from tracetorch.builder.errors import Loc, SpecError
 from tracetorch.core.graph import COMBINES, INPUT, Edge
+from tracetorch.suggest import close_matches, did_you_mean
 
 __all__ = ["Block", "Expander", "FlatNode", "IncludedFile", "GRAPH_KEYS"]
 
@@ -70,8 +70,8 @@ class FlatNode:
 
 
 def _close(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=2, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    hint = did_you_mean(close_matches(word, options, n=2))
+    return f"; {hint}" if hint else ""
 
 
 def valid_name(name: Any, dotted: bool = False) -> bool:

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from tracetorch.core.layer import Layer
 from tracetorch.core.model import Model
-from tracetorch.core.sequence import run as run_module
+from tracetorch.kernels.sequence import run as run_module
 
 __all__ = ["GraphModel", "Feedback", "ElementwiseAffine", "schedule"]
 

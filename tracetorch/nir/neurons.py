@@ -181,22 +181,19 @@ def stateless_copy(module: nn.Module) -> nn.Module:
 
     Held states may be part of an autograd graph, which ``copy.deepcopy`` refuses.
     """
-    from tracetorch.core.model import iter_layers
+    from tracetorch.core.states import restore_states, snapshot_states, zero_states
 
-    held = [(layer, dict(layer.states())) for _, layer in iter_layers(module)]
+    held = snapshot_states(module)
     try:
-        for layer, _ in held:
-            layer.zero_states()
+        zero_states(module)
         return copy.deepcopy(module)
     finally:
-        for layer, states in held:
-            for name, value in states.items():
-                object.__setattr__(layer, name, value)
+        restore_states(held)
 
 
 def tag_for(layer: NeuronLayer, exact: bool) -> dict[str, Any]:
     """The layer, its raw parameters bit for bit, and its functions, as HDF5-storable metadata."""
-    plain = stateless_copy(layer).decompile()
+    plain = stateless_copy(layer).TTuncompile()
     params: dict[str, Any] = {}
     for name in plain.param_names():
         stored = getattr(plain, f"raw_{name}")

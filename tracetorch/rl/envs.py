@@ -24,12 +24,12 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import numpy as np
 
 from tracetorch.online.reflect import RLError
+from tracetorch.suggest import close_matches, did_you_mean
 
 __all__ = ["DelayedCueEnv", "make_env", "require_gymnasium", "MissingGymnasium", "DELAYED_CUE_ID", "action_kind"]
 
@@ -129,8 +129,8 @@ def make_env(env_id: str, kwargs: dict[str, Any] | None = None, max_episode_step
     if not isinstance(env_id, str) or not env_id:
         raise RLError(f"env id must be a non-empty string, got {env_id!r}")
     if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
-        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else " (no similar id is registered)"
+        close = did_you_mean(close_matches(env_id, list(gym.registry), n=3))
+        hint = f"; {close}" if close else " (no similar id is registered)"
         raise RLError(f"environment {env_id!r} does not exist in gymnasium{hint}")
     try:
         return gym.make(env_id, max_episode_steps=max_episode_steps, **(kwargs or {}))

@@ -45,7 +45,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
 from torch import Tensor, nn
 
-from tracetorch.core.model import iter_layers
+from tracetorch.core import states as states_of
 from tracetorch.core.state_io import StateFileError, atomic_write, read_state_file, write_state_file
 
 __all__ = [
@@ -155,26 +155,12 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 def model_states(model: nn.Module) -> dict[str, Tensor]:
     """Hidden states of every traceTorch layer in ``model`` (empty tensor for a state still None)."""
-    save = getattr(model, "save_states", None)
-    if callable(save):
-        return save()
-    out = {}
-    for path, layer in iter_layers(model):
-        for name, value in layer.states():
-            out[f"{path}.{name}" if path else name] = torch.empty(0) if value is None else value.detach().clone()
-    return out
+    return states_of.save_states(model)
 
 
 def load_model_states(model: nn.Module, states: dict[str, Tensor]) -> None:
-    load = getattr(model, "load_states", None)
-    if callable(load):
-        load(states, strict=False)
-        return
-    layers = dict(iter_layers(model))
-    for key, value in states.items():
-        path, _, name = key.rpartition(".")
-        if path in layers and name in layers[path].state_names():
-            object.__setattr__(layers[path], name, None if value.numel() == 0 and value.ndim == 1 else value)
+    """Load the states a checkpoint holds (unknown keys ignored; a shape that does not fit is a ``ValueError``)."""
+    states_of.load_states(model, states, strict=False)
 
 
 # ---- save / load ---------------------------------------------------------------------

@@ -27,12 +27,13 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from functools import cache
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
+
+from tracetorch.suggest import close_matches, did_you_mean
 
 __all__ = ["schema_defaults", "TrainConfig", "DataConfig", "EncoderConfig", "OptimConfig", "TrainerConfig",
            "UntrustedConfigError", "check_untrusted", "default_model", "MODEL_DIR"]
@@ -228,9 +229,9 @@ def _describe(error: Any) -> str:
             if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
                 return text
             section = annotation
-        close = difflib.get_close_matches(loc[-1], list(section.model_fields), n=1)
+        close = close_matches(loc[-1], section.model_fields, n=1)
         if close:
-            text += f" (did you mean {close[0]!r}?)"
+            text += f" ({did_you_mean(close)})"
     return text
 
 

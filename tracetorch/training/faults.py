@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from tracetorch.core.layer import Layer
-from tracetorch.core.model import iter_layers
+from tracetorch.core.states import restore_states, snapshot_states, zero_states
 
 __all__ = ["NonFiniteError", "RunDirError", "locate_non_finite", "snapshot_states", "restore_states", "config_differences"]
 
@@ -41,16 +41,6 @@ class NonFiniteError(RuntimeError):
 
 class RunDirError(RuntimeError):
     """The run directory cannot be written (disk full, permissions); earlier checkpoints are intact."""
-
-
-def snapshot_states(model: nn.Module) -> list[tuple[Layer, str, Tensor | None]]:
-    """References to every hidden state (cheap: states are replaced, never modified in place)."""
-    return [(layer, name, value) for _, layer in iter_layers(model) for name, value in layer.states()]
-
-
-def restore_states(snapshot: list[tuple[Layer, str, Tensor | None]]) -> None:
-    for layer, name, value in snapshot:
-        object.__setattr__(layer, name, value)
 
 
 def _label(name: str, module: nn.Module) -> str:
@@ -85,8 +75,7 @@ def locate_non_finite(
         return f"the input itself holds non-finite values (first at timestep {first_step + bad})"
     before = snapshot_states(model)
     if states is None:
-        for _, layer in iter_layers(model):
-            layer.zero_states()
+        zero_states(model)
     else:
         restore_states(states)
     found: list[str] = []

@@ -37,11 +37,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from tracetorch.core.model import iter_layers
-from tracetorch.core.sequence import run as run_sequence
+from tracetorch.core.states import zero_states
 from tracetorch.data.datasets import load_dataset
 from tracetorch.data.encoders import Encoder, make_encoder
 from tracetorch.data.splits import Part, Splits
+from tracetorch.kernels.sequence import run as run_sequence
 from tracetorch.training import checkpoint as ckpt_files
 from tracetorch.training.callbacks import Callback, make_loggers
 from tracetorch.training.config import TrainConfig
@@ -212,8 +212,7 @@ class Trainer:
         return torch.randperm(len(self.splits.train), generator=gen)
 
     def _zero_states(self) -> None:
-        for _, layer in iter_layers(self.model):
-            layer.zero_states()
+        zero_states(self.model)
 
     def _last_checkpoint(self) -> Path | None:
         return ckpt_files.latest_checkpoint(self.run_dir) if self.run_dir is not None else None

@@ -20,9 +20,9 @@ Example:
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
+from tracetorch.suggest import close_matches, did_you_mean
 from tracetorch.training.rules.base import LearningRule, RuleContext
 
 __all__ = ["LearningRule", "RuleContext", "register_rule", "get_rule", "rule_names", "check_rule_options"]
@@ -59,8 +59,8 @@ def get_rule(name: str) -> type[LearningRule]:
             raise ValueError(f"trainer.learning={name!r} is not a LearningRule subclass")
         return cls
     if name not in _RULES:
-        close = difflib.get_close_matches(name, rule_names(), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = close_matches(name, rule_names(), n=1)
+        hint = f"; {did_you_mean(close)}" if close else ""
         raise ValueError(f"unknown learning rule {name!r}{hint} (known: {', '.join(rule_names())})")
     return _RULES[name]
 

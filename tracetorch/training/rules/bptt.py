@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tracetorch.core.sequence import run as run_sequence
+from tracetorch.kernels.sequence import run as run_sequence
 from tracetorch.training.rules import register_rule
 from tracetorch.training.rules.base import BatchResult, LearningRule
 from tracetorch.training.step import Replay

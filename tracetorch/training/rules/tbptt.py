@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from tracetorch.core.model import iter_layers
+from tracetorch.core.states import detach_states
 from tracetorch.training.faults import snapshot_states
 from tracetorch.training.rules import register_rule
 from tracetorch.training.rules.base import BatchResult, LearningRule
@@ -39,8 +39,7 @@ class TBPTT(LearningRule):
             loss = ctx.readout.chunk_loss(chunk.float(), y, start, steps)
             if loss is not None and not ctx.step.apply(loss, replay):
                 return None
-            for _, layer in iter_layers(ctx.model):
-                layer.detach_states()
+            detach_states(ctx.model)
             outs.append(chunk.detach().float())
         out = torch.cat(outs)
         loss = ctx.readout.loss(out, y)
