@@ -108,10 +108,9 @@ def _check_model_file(cfg: DictConfig) -> None:
     try:
         load_spec(path)
     except SpecError as err:
-        first = err.errors[0]
-        where = f"{path}:{first.line}" if first.line is not None else str(path)
-        more = f" (and {len(err.errors) - 1} more: tt-validate {path})" if len(err.errors) > 1 else ""
-        raise ConfigError(f"{where}: {first.location}: {first.message}{more}") from None
+        from tracetorch.cli.errors import one_line
+
+        raise ConfigError(one_line(err)) from None
 
 
 def _suggest(override: str) -> str:

@@ -278,7 +278,7 @@ def test_a_neuron_dim_off_the_channels_is_a_warning(tmp_path: Path, capsys) -> N
 
 
 def test_validate_prints_the_graph_table_and_writes_a_picture(tmp_path: Path, capsys) -> None:
-    assert validate_cli.main([str(MODELS / "recurrent_graph.yaml"), "--dot", str(tmp_path)]) == 0
+    assert validate_cli.main([str(MODELS / "recurrent_graph.yaml"), "--dot", str(tmp_path), "--input-shape", "1", "8", "8"]) == 0
     out = capsys.readouterr().out
     for text in ("node", "inputs", "lif2@t-1", "delay", "feedback", "13,460", "memory: parameters and buffers 52.6 KB"):
         assert text in out, text

@@ -189,8 +189,8 @@ def test_checkpoint_of_a_different_model_config_names_file_shapes_and_config_key
     cfg["model"] = other
     with pytest.raises(CheckpointError, match=re.escape(
         f"{checkpoint}: the checkpoint does not fit this model: missing weights: 1.raw_neg_threshold, 1.raw_pos_threshold; "
-        "unexpected weights: 1.raw_threshold (config differences, checkpoint vs this run: model.layers[1].LIB: {} vs "
-        "'<absent>'; model.layers[1].LIT: '<absent>' vs {})"
+        "unexpected weights: 1.raw_threshold (config differences, checkpoint vs this run: model.layers[1].LIB: "
+        "{'num_neurons': 12} vs '<absent>'; model.layers[1].LIT: '<absent>' vs {'num_neurons': 12})"
     )):
         Trainer(cfg)
     cfg = config(run, resume=str(checkpoint))

@@ -191,17 +191,21 @@ def test_driver_state_of_another_environment_is_refused():
 
 
 @pytest.mark.parametrize("name", ["cartpole_reflect", "delayed_cue_reflect"])
-def test_staged_experiment_configs_build_and_train(name):
+def test_experiment_configs_build_and_train(name):
     from importlib import resources
 
     import yaml
 
-    text = resources.files("tracetorch.configs").joinpath("rl", f"{name}.yaml").read_text()
+    from tracetorch.rl.driver import build_env
+
+    text = resources.files("tracetorch.configs").joinpath("experiment", f"{name}.yaml").read_text()
     cfg = yaml.safe_load(text)
     assert cfg["trainer"]["learning"] == "reflect"
     config = RLConfig.from_any({**cfg["rl"], "seed": 0})
     torch.manual_seed(0)
-    net = tt.build_model(cfg["model"])
+    env, encoder, _ = build_env(config)
+    env.close()
+    net = tt.build_model(cfg["model"], input_shape=[encoder.num_features])  # the trainer sizes it for the coded observation
     optimizer = {"adam": torch.optim.Adam}[cfg["optim"]["name"]](net.parameters(), lr=cfg["optim"]["lr"])
     before = [p.detach().clone() for p in net.parameters()]
     records = ReflectDriver(net, optimizer, config).train(2)

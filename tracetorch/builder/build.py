@@ -103,7 +103,9 @@ def _validate(data: Any) -> tuple[ModelSpec | None, Problems]:
 def load_spec(source: Source) -> ModelSpec | GraphSpec:
     """Read and validate a spec (file path, dict or ``ModelSpec``) without allocating modules.
 
-    A chain gives a :class:`ModelSpec`; a graph (``nodes``) a :class:`~tracetorch.builder.graph.GraphSpec`.
+    A chain gives a :class:`ModelSpec`; a graph (``nodes``) a :class:`~tracetorch.builder.graph.GraphSpec`,
+    checked by building it on the meta device when it has an ``input_shape`` (a graph without one, such as
+    the shipped model configs whose shape comes from the data, is checked when it is built with a shape).
     """
     from tracetorch.builder.graph import GraphSpec, build_graph, is_graph_document
 
@@ -111,7 +113,8 @@ def load_spec(source: Source) -> ModelSpec | GraphSpec:
         return source
     data, lines, label = _document(source)
     if is_graph_document(data):  # a graph is checked by building it on the meta device (no memory)
-        build_graph(data, lines, label, _base_dir(source), "meta")
+        if data.get("input_shape") is not None:
+            build_graph(data, lines, label, _base_dir(source), "meta")
         return GraphSpec(data)
     spec, problems = _validate(data)
     problems += _registered_problems(data)

@@ -99,7 +99,7 @@ class Delay(Layer):
         return torch.zeros(like.shape[0], *self.shape, dtype=dtype, device=like.device)
 
     def write(self, value: Tensor) -> None:
-        object.__setattr__(self, "prev", value)
+        self.set_state("prev", value)
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.read(x)

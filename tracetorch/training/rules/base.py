@@ -56,9 +56,9 @@ class LearningRule:
     @staticmethod
     def owned_options() -> dict[str, str]:
         """``{trainer key: the rule that reads it}`` over the registered rules."""
-        from tracetorch.training.rules import _RULES
+        from tracetorch.training.rules.registry import RULES
 
-        return {option: name for name, cls in _RULES.items() for option in cls.options}
+        return {option: name for name, cls in RULES.items() for option in cls.options}
 
     @classmethod
     def check(cls, trainer: Any) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from torch import Tensor
 
 from tracetorch.kernels.sequence import run as run_sequence
-from tracetorch.training.rules import register_rule
 from tracetorch.training.rules.base import BatchResult, LearningRule
+from tracetorch.training.rules.registry import register_rule
 from tracetorch.training.step import Replay
 
 __all__ = ["BPTT"]

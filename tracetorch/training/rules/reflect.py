@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from tracetorch.training.rules import register_rule
 from tracetorch.training.rules.base import BatchResult, LearningRule
+from tracetorch.training.rules.registry import register_rule
 
 __all__ = ["Reflect"]
 

@@ -10,8 +10,8 @@ from torch import Tensor
 
 from tracetorch.core.states import detach_states
 from tracetorch.training.faults import snapshot_states
-from tracetorch.training.rules import register_rule
 from tracetorch.training.rules.base import BatchResult, LearningRule
+from tracetorch.training.rules.registry import register_rule
 from tracetorch.training.step import Replay
 
 __all__ = ["TBPTT"]

@@ -14,8 +14,8 @@ from torch import Tensor
 from tracetorch.online.learner import OnlineLearner
 from tracetorch.online.trace import enable_trace_learning
 from tracetorch.training.faults import snapshot_states
-from tracetorch.training.rules import register_rule
 from tracetorch.training.rules.base import BatchResult, LearningRule
+from tracetorch.training.rules.registry import register_rule
 from tracetorch.training.step import Replay
 
 __all__ = ["Trace"]
