@@ -97,7 +97,7 @@ def test_sigkill_mid_epoch_then_resume_auto_matches_an_uninterrupted_two_process
 
 
 def test_nan_on_rank_1_only_is_skipped_on_both_ranks(tmp_path):
-    args = [*TINY, *POISON, "data.poison_batch=2", "trainer.nan_policy=skip", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [*TINY, *POISON, "+data.poison_batch=2", "trainer.nan_policy=skip", f"hydra.run.dir={tmp_path / 'run'}"]
     assert wait_all(spawn_ranks(args, tmp_path), timeout=180) == [0, 0], log_text(tmp_path)
     history = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["skipped_batches"] for r in history] == [1, 0]
@@ -106,7 +106,7 @@ def test_nan_on_rank_1_only_is_skipped_on_both_ranks(tmp_path):
 
 
 def test_nan_on_rank_1_only_stops_both_ranks_with_exit_code_2(tmp_path):
-    args = [*TINY, *POISON, "data.poison_batch=1", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [*TINY, *POISON, "+data.poison_batch=1", f"hydra.run.dir={tmp_path / 'run'}"]
     codes = wait_all(spawn_ranks(args, tmp_path), timeout=180)  # a hang would end here, killed, with a failure
     text = log_text(tmp_path)
     assert codes == [2, 2], text
