@@ -40,12 +40,13 @@ def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], atol: f
 
 def test_world_detection_torchrun_slurm_and_single():
     assert detect_world({}) == World()
-    w = detect_world({"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "MASTER_ADDR": "n1",
-                      "MASTER_PORT": "29500"})
+    srun = {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1"}
+    w = detect_world({**srun, "MASTER_ADDR": "n1", "MASTER_PORT": "29500"})
     assert (w.rank, w.size, w.local_rank, w.launcher) == (3, 8, 1, "slurm")
-    assert detect_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}).size == 1  # an ordinary one-task job
+    assert detect_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "8"}).size == 1  # the batch script itself, not an srun step
+    assert detect_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "1", "SLURM_STEP_NUM_TASKS": "1"}).size == 1  # one task
     with pytest.raises(WorldError, match="MASTER_ADDR and MASTER_PORT is not set"):
-        detect_world({"SLURM_PROCID": "0", "SLURM_NTASKS": "2"})
+        detect_world(srun)
     with pytest.raises(WorldError, match="rank 2 is outside the world of 2"):
         detect_world({"RANK": "2", "WORLD_SIZE": "2"})
     # shards of a global batch of 11 on 3 ranks: contiguous, sizes 4, 4, 3, together the whole batch

@@ -8,8 +8,10 @@ launcher started is the single-process world, whose collectives do nothing, so t
 single-process path is the same code with no communication.
 
 * **Detection** (:func:`detect_world`): torchrun's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``,
-  else SLURM's ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` (with ``MASTER_ADDR`` and
-  ``MASTER_PORT`` set by the batch script); otherwise one process.
+  else, inside an ``srun`` step (``SLURM_STEP_NUM_TASKS`` set), SLURM's
+  ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID`` (with ``MASTER_ADDR`` and
+  ``MASTER_PORT`` exported by the batch script); otherwise one process. The batch script
+  itself (``SLURM_NTASKS=8`` but no srun step) is one process, as is a one-task job.
 * **Init** (:func:`init_world`): NCCL on CUDA (each rank pins ``cuda:LOCAL_RANK``), gloo on CPU.
 * **Batches**: ``data.batch_size`` is the **global** batch. Every rank draws the same global
   batch (same sample order, same encoder generator, keyed by ``(seed, epoch, batch)``) and
@@ -232,8 +234,8 @@ def detect_world(env: Mapping[str, str] | None = None) -> World:
         size, rank = _int(env, "WORLD_SIZE"), _int(env, "RANK")
         local = _int(env, "LOCAL_RANK") if "LOCAL_RANK" in env else rank
         launcher = "torchrun"
-    elif _int(env, "SLURM_NTASKS") > 1 if "SLURM_NTASKS" in env else False:
-        size, rank = _int(env, "SLURM_NTASKS"), _int(env, "SLURM_PROCID")
+    elif "SLURM_STEP_NUM_TASKS" in env and _int(env, "SLURM_NTASKS" if "SLURM_NTASKS" in env else "SLURM_STEP_NUM_TASKS") > 1:
+        size, rank = _int(env, "SLURM_NTASKS" if "SLURM_NTASKS" in env else "SLURM_STEP_NUM_TASKS"), _int(env, "SLURM_PROCID")
         local = _int(env, "SLURM_LOCALID") if "SLURM_LOCALID" in env else 0
         missing = [k for k in ("MASTER_ADDR", "MASTER_PORT") if not env.get(k)]
         if missing:
