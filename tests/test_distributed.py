@@ -115,3 +115,19 @@ def test_nan_on_rank_1_only_stops_both_ranks_with_exit_code_2(tmp_path):
     assert "tt-train: error: non-finite loss on another rank at training step 2 (epoch 1, batch 2)" in rank0
     assert "tt-train (rank 1): error: non-finite loss (nan) on rank 1 at training step 2 (epoch 1, batch 2)" in rank1
     assert "first non-finite output" in rank1
+
+
+def test_sigterm_on_rank_1_stops_both_ranks_at_the_same_batch_with_a_checkpoint(tmp_path):
+    args = [*TINY, "trainer.limit_train_batches=400", "trainer.epochs=1", "trainer.checkpoint_every=50",
+            f"hydra.run.dir={tmp_path / 'run'}"]
+    ranks = spawn_ranks(args, tmp_path)
+    first = tmp_path / "run" / "checkpoints" / "step_00000050" / "manifest.json"  # the loop is running
+    end = time.monotonic() + 240
+    while not first.is_file() and time.monotonic() < end and ranks[0].poll() is None:
+        time.sleep(0.005)
+    ranks[1].send_signal(signal.SIGTERM)  # one rank only, as a node-local kill would
+    assert wait_all(ranks, timeout=180) == [143, 143], log_text(tmp_path)
+    last = max((tmp_path / "run" / "checkpoints").glob("step_*"))
+    assert last.name != "step_00000400", "the run ended before the signal; nothing was tested"
+    assert f"interrupted; checkpoint written to {last}" in (tmp_path / "ranks.0.log").read_text(), log_text(tmp_path)
+    assert "interrupted" not in (tmp_path / "ranks.1.log").read_text()  # rank 1 prints nothing
