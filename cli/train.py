@@ -37,9 +37,8 @@ def run(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from tracetorch.training import Interrupted, Trainer
-    from tracetorch.training.progress import make_console, summary_table
-
     from tracetorch.training.distributed import detect_world
+    from tracetorch.training.progress import make_console, summary_table
 
     console = make_console()
     world = detect_world()

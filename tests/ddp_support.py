@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -82,4 +81,4 @@ def log_text(cwd: Path, log: str = "ranks", size: int = 2) -> str:
     return "\n".join(f"--- rank {r}\n" + (cwd / f"{log}.{r}.log").read_text(errors="replace") for r in range(size))
 
 
-__all__ = ["TINY", "spawn_ranks", "wait_all", "torchrun", "poisoned", "final_weights", "log_text", "os"]
+__all__ = ["TINY", "spawn_ranks", "wait_all", "torchrun", "poisoned", "final_weights", "log_text"]

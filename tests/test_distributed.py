@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from ddp_support import TINY, final_weights, log_text, spawn_ranks, torchrun, wait_all
-
 from tracetorch.cli.config import compose_config
+
 from tracetorch.training import Trainer
 from tracetorch.training.distributed import World, WorldError, detect_world
 from tracetorch.training.metrics import read_jsonl

@@ -165,19 +165,21 @@ class World:
             return
         import torch.distributed as dist
 
-        grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=p.dtype, device=p.device)
-                 for p in params]
-        present = torch.tensor([p.grad is not None for p in params], dtype=grads[0].dtype, device=grads[0].device)
-        flat = torch.cat([*grads, present])
-        dist.all_reduce(flat)
-        flat /= self.size
-        offset = 0
-        for p, g in zip(params, grads):
-            p.grad = flat[offset : offset + g.numel()].view_as(p).clone()
-            offset += g.numel()
-        for p, used in zip(params, flat[offset:].tolist()):
-            if used == 0:
-                p.grad = None
+        for dtype in dict.fromkeys(p.dtype for p in params):  # one flat buffer per dtype (usually one)
+            group = [p for p in params if p.dtype == dtype]
+            grads = [p.grad.reshape(-1) if p.grad is not None else torch.zeros(p.numel(), dtype=dtype, device=p.device)
+                     for p in group]
+            present = torch.tensor([p.grad is not None for p in group], dtype=dtype, device=grads[0].device)
+            flat = torch.cat([*grads, present])
+            dist.all_reduce(flat)
+            flat /= self.size
+            offset = 0
+            for p, g in zip(group, grads):
+                p.grad = flat[offset : offset + g.numel()].view_as(p).clone()
+                offset += g.numel()
+            for p, used in zip(group, flat[offset:].tolist()):
+                if used == 0:
+                    p.grad = None
 
     def reduce_meter(self, meter: Meter) -> Meter:
         """The global meter: sums of loss, correct, samples and spikes; the slowest rank's seconds; skips (agreed)."""
