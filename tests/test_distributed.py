@@ -54,9 +54,9 @@ def test_world_detection_torchrun_slurm_and_single():
     assert [World(rank=r, size=3).loss_weight(p.stop - p.start, 11) for r, p in enumerate(parts)] == [12 / 11] * 2 + [9 / 11]
 
 
-@pytest.mark.parametrize("learning", ["bptt", "trace"])
+@pytest.mark.parametrize("learning", ["bptt", "trace", "tbptt"])
 def test_two_processes_end_with_the_weights_of_one(tmp_path, learning):
-    overrides = [*TINY, f"trainer.learning={learning}"]
+    overrides = [*TINY, f"trainer.learning={learning}", *(["trainer.detach_every=2"] if learning == "tbptt" else [])]
     if learning == "bptt":  # through torchrun itself
         done = torchrun([*overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -65,7 +65,8 @@ def test_two_processes_end_with_the_weights_of_one(tmp_path, learning):
         assert codes == [0, 0], log_text(tmp_path)
     assert_close(final_weights(tmp_path / "run"), one_process_weights(overrides), WEIGHT_TOLERANCE)
     history = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    assert [r["step"] for r in history] == [4, 8]  # 4 global batches of 16 per epoch, 8 samples per rank
+    per_batch = 2 if learning == "tbptt" else 1  # tbptt: T=3 in chunks of 2, an optimizer step each
+    assert [r["step"] for r in history] == [4 * per_batch, 8 * per_batch]  # 4 global batches of 16, 8 samples per rank
     files = {p.name for p in (tmp_path / "run").iterdir()}
     assert {"metrics.jsonl", "checkpoints", ".hydra", "train.log"} <= files
     assert not any("rank" in name for name in files)  # rank 1 wrote nothing of its own
