@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -54,31 +55,41 @@ def test_world_detection_torchrun_slurm_and_single():
     assert [World(rank=r, size=3).loss_weight(p.stop - p.start, 11) for r, p in enumerate(parts)] == [12 / 11] * 2 + [9 / 11]
 
 
+LONG = [*TINY, "trainer.limit_train_batches=40", "trainer.checkpoint_every=10"]  # 80 steps, checkpoints mid-epoch
+
+
+@pytest.fixture(scope="module")
+def torchrun_bptt(tmp_path_factory) -> Path:
+    """A clean 2-process bptt run of ``LONG`` through torchrun itself (shared by two tests)."""
+    root = tmp_path_factory.mktemp("torchrun")
+    done = torchrun([*LONG, f"hydra.run.dir={root / 'run'}"], root)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return root / "run"
+
+
 @pytest.mark.parametrize("learning", ["bptt", "trace", "tbptt"])
-def test_two_processes_end_with_the_weights_of_one(tmp_path, learning):
-    overrides = [*TINY, f"trainer.learning={learning}", *(["trainer.detach_every=2"] if learning == "tbptt" else [])]
+def test_two_processes_end_with_the_weights_of_one(tmp_path, learning, request):
     if learning == "bptt":  # through torchrun itself
-        done = torchrun([*overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        overrides, run_dir = LONG, request.getfixturevalue("torchrun_bptt")
     else:  # through the launcher environment, as srun or torch.multiprocessing would start it
-        codes = wait_all(spawn_ranks([*overrides, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path))
+        overrides = [*TINY, f"trainer.learning={learning}", *(["trainer.detach_every=2"] if learning == "tbptt" else [])]
+        run_dir = tmp_path / "run"
+        codes = wait_all(spawn_ranks([*overrides, f"hydra.run.dir={run_dir}"], tmp_path))
         assert codes == [0, 0], log_text(tmp_path)
-    assert_close(final_weights(tmp_path / "run"), one_process_weights(overrides), WEIGHT_TOLERANCE)
-    history = read_jsonl(tmp_path / "run" / "metrics.jsonl")
-    per_batch = 2 if learning == "tbptt" else 1  # tbptt: T=3 in chunks of 2, an optimizer step each
-    assert [r["step"] for r in history] == [4 * per_batch, 8 * per_batch]  # 4 global batches of 16, 8 samples per rank
-    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert_close(final_weights(run_dir), one_process_weights(overrides), WEIGHT_TOLERANCE)
+    history = read_jsonl(run_dir / "metrics.jsonl")
+    per_epoch = {"bptt": 40, "trace": 4, "tbptt": 8}[learning]  # global batches of 16 (8 per rank); tbptt: 2 chunks each
+    assert [r["step"] for r in history] == [per_epoch, 2 * per_epoch]
+    files = {p.name for p in run_dir.iterdir()}
     assert {"metrics.jsonl", "checkpoints", ".hydra", "train.log"} <= files
     assert not any("rank" in name for name in files)  # rank 1 wrote nothing of its own
 
 
-def test_sigkill_mid_epoch_then_resume_auto_matches_an_uninterrupted_two_process_run(tmp_path):
-    args = [*TINY, "trainer.limit_train_batches=40", "trainer.checkpoint_every=3"]
-    clean = spawn_ranks([*args, f"hydra.run.dir={tmp_path / 'clean'}"], tmp_path, log="clean")
-    assert wait_all(clean) == [0, 0], log_text(tmp_path, "clean")
+def test_sigkill_mid_epoch_then_resume_auto_matches_an_uninterrupted_two_process_run(tmp_path, torchrun_bptt):
+    args = LONG
     run_dir = tmp_path / "killed"
     ranks = spawn_ranks([*args, f"hydra.run.dir={run_dir}"], tmp_path, log="killed")
-    wanted = run_dir / "checkpoints" / "step_00000006" / "manifest.json"  # mid-epoch 1 of 2 (40 batches each)
+    wanted = run_dir / "checkpoints" / "step_00000010" / "manifest.json"  # mid-epoch 1 of 2 (40 batches each)
     end = time.monotonic() + 240
     while not wanted.is_file() and time.monotonic() < end and ranks[0].poll() is None:
         time.sleep(0.002)
@@ -91,10 +102,10 @@ def test_sigkill_mid_epoch_then_resume_auto_matches_an_uninterrupted_two_process
     resumed = spawn_ranks([*args, f"hydra.run.dir={run_dir}", "trainer.resume=auto"], tmp_path, log="resumed")
     assert wait_all(resumed) == [0, 0], log_text(tmp_path, "resumed")
     assert "resumed from" in (tmp_path / "resumed.0.log").read_text()
-    a, b = final_weights(tmp_path / "clean"), final_weights(run_dir)
+    a, b = final_weights(torchrun_bptt), final_weights(run_dir)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)  # exact: same world size, same order
     strip = lambda h: [{k: v for k, v in r.items() if k not in ("samples_per_s", "epoch_seconds")} for r in h]  # noqa: E731
-    assert strip(read_jsonl(run_dir / "metrics.jsonl")) == strip(read_jsonl(tmp_path / "clean" / "metrics.jsonl"))
+    assert strip(read_jsonl(run_dir / "metrics.jsonl")) == strip(read_jsonl(torchrun_bptt / "metrics.jsonl"))
 
 
 def test_nan_on_rank_1_only_is_skipped_on_both_ranks(tmp_path):
