@@ -142,3 +142,19 @@ def test_sigterm_on_rank_1_stops_both_ranks_at_the_same_batch_with_a_checkpoint(
     assert last.name != "step_00000400", "the run ended before the signal; nothing was tested"
     assert f"interrupted; checkpoint written to {last}" in (tmp_path / "ranks.0.log").read_text(), log_text(tmp_path)
     assert "interrupted" not in (tmp_path / "ranks.1.log").read_text()  # rank 1 prints nothing
+
+
+def test_a_two_process_checkpoint_resumes_on_one_process_with_the_same_batches(tmp_path, torchrun_bptt, caplog):
+    config = compose_config(LONG).to_dict()
+    middle = torchrun_bptt / "checkpoints" / "step_00000010"  # mid-epoch 1, written by rank 0 of 2
+    config["trainer"].update(run_dir=str(tmp_path / "one"), resume=str(middle), loggers=[])
+    with caplog.at_level("WARNING", logger="tracetorch.training"):
+        trainer = Trainer(config)
+    assert "resumed a 2-process checkpoint on 1 processes" in caplog.text
+    assert (trainer.epoch, trainer.batch, trainer.global_step) == (0, 10, 10)
+    trainer.fit()
+    weights = {k: v.detach() for k, v in trainer.model.state_dict().items()}
+    assert_close(weights, final_weights(torchrun_bptt), WEIGHT_TOLERANCE)  # the same run, sums in another order
+    keys = ("epoch", "step", "train_accuracy", "test_accuracy")  # global metrics carried over and continued
+    assert [{k: r[k] for k in keys} for r in trainer.history] == [{k: r[k] for k in keys}
+                                                                    for r in read_jsonl(torchrun_bptt / "metrics.jsonl")]
