@@ -49,6 +49,12 @@ def test_world_detection_torchrun_slurm_and_single():
         detect_world(srun)
     with pytest.raises(WorldError, match="rank 2 is outside the world of 2"):
         detect_world({"RANK": "2", "WORLD_SIZE": "2"})
+    # each rank's global RNG (stochastic quantizers): its own stream, the same on every run
+    draws = []
+    for rank in (0, 1, 0):
+        World(rank=rank, size=2).seed_rank(5)
+        draws.append(torch.rand(4))
+    assert torch.equal(draws[0], draws[2]) and not torch.equal(draws[0], draws[1])
     # shards of a global batch of 11 on 3 ranks: contiguous, sizes 4, 4, 3, together the whole batch
     parts = [World(rank=r, size=3).shard(11) for r in range(3)]
     assert parts == [slice(0, 4), slice(4, 8), slice(8, 11)]
