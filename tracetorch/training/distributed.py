@@ -175,7 +175,7 @@ class World:
             flat /= self.size
             offset = 0
             for p, g in zip(group, grads):
-                p.grad = flat[offset : offset + g.numel()].view_as(p).clone()
+                p.grad = flat[offset : offset + g.numel()].view_as(p)  # views of one buffer, as DDP's buckets
                 offset += g.numel()
             for p, used in zip(group, flat[offset:].tolist()):
                 if used == 0:
