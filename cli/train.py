@@ -7,6 +7,7 @@ Examples::
     tt-train experiment=mnist_conv data.root=/data
     tt-train trainer.detach_every=1            # fully online learning
     tt-train -m optim.lr=1e-3,3e-3 model=mlp,conv
+    torchrun --nproc_per_node=4 -m tracetorch.cli.train data.batch_size=256   # one run on 4 GPUs
 
 The training itself is :class:`tracetorch.training.Trainer`; this file only checks the
 command line, picks and checks the run dir, wires Hydra, the terminal output and exit codes.
@@ -36,10 +37,14 @@ def run(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     from tracetorch.training import Interrupted, Trainer
+    from tracetorch.training.distributed import detect_world
     from tracetorch.training.progress import make_console, summary_table
     from tracetorch.training.rules import get_rule
 
     console = make_console()
+    world = detect_world()
+    console.quiet = not world.is_main  # the other ranks print nothing (errors still go to stderr)
+    program = "tt-train" if world.is_main else f"tt-train (rank {world.rank})"
     run_dir = None
     try:
         config = resolve_config(cfg).to_dict()
@@ -69,7 +74,7 @@ def run(cfg: DictConfig) -> float:
         sys.exit(stop.exit_code)
     except USER_ERRORS as err:
         _remove_if_unused(run_dir)
-        fail("tt-train", err)
+        fail(program, err)
     console.print(summary_table(summary))
     return float(summary.get("best_test_accuracy") or 0.0)
 
@@ -125,15 +130,48 @@ def _output_dir(args: list[str], multirun: bool) -> list[str]:
     return [f"{key}={chosen}"]
 
 
+def _distributed_run_dir(args: list[str], device: str) -> list[str]:
+    """Under torchrun/srun: join the process group; rank 0 picks the run dir and every rank gets the same one.
+
+    The other ranks write neither Hydra's ``.hydra/`` files nor a log file.
+    """
+    from tracetorch.training.distributed import init_world
+
+    given = next((a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")), None)
+    if given is not None and "${" in given:
+        raise ConfigError(f"hydra.run.dir={given}: each process would resolve the interpolation itself; give a plain "
+                          f"path, or leave hydra.run.dir out (rank 0 picks outputs/<date>/<time>)")
+    world = init_world(device)
+    chosen: list[str] | BaseException
+    try:
+        chosen = _output_dir(args, False) if world.is_main else []
+    except USER_ERRORS as err:
+        chosen = err
+    chosen = world.broadcast(chosen)
+    if isinstance(chosen, BaseException):
+        raise chosen
+    quiet = [] if world.is_main else ["hydra.output_subdir=null", f"hydra.job_logging.handlers.file.filename={os.devnull}"]
+    return chosen + quiet
+
+
 def main() -> None:
     """Check the overrides and the run dir (one clear error, exit 2), then let Hydra run (or sweep) with them."""
+    from tracetorch.training.distributed import detect_world
+
     args = sys.argv[1:]
     multirun = any(a in MULTIRUN_FLAGS for a in args)
     try:
+        world = detect_world()
+        if world.distributed and multirun:
+            raise ConfigError("tt-train -m under torchrun/srun: a launcher starts one run on several processes; sweep "
+                              "without it and let hydra/launcher=joblib or submitit_slurm run the jobs (README: Scaling out)")
         args = model_file_overrides(args)
         if not any(a.startswith("-") and a not in MULTIRUN_FLAGS for a in args):  # --help, --cfg ...: Hydra's business
-            check_overrides([a for a in args if a not in MULTIRUN_FLAGS], multirun=multirun)
-            args += _output_dir(args, multirun)
+            config = check_overrides([a for a in args if a not in MULTIRUN_FLAGS], multirun=multirun)
+            if world.distributed:
+                args += _distributed_run_dir(args, config.trainer.device if config is not None else "auto")
+            else:
+                args += _output_dir(args, multirun)
     except ConfigError as err:
         fail("tt-train", err)
     except USER_ERRORS as err:

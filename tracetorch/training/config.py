@@ -66,7 +66,10 @@ class _Closed(BaseModel):
 
 
 class DataConfig(_Open):
-    """``name`` (registered dataset) or ``factory`` (``pkg.mod:fn``); other keys go to it."""
+    """``name`` (registered dataset) or ``factory`` (``pkg.mod:fn``); other keys go to it.
+
+    ``batch_size`` is the global batch: under torchrun/srun each rank trains on its slice of it.
+    """
 
     name: str | None = "digits"
     factory: str | None = None

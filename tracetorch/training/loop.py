@@ -18,6 +18,10 @@ Reproducibility: the sample order of epoch ``e`` and the encoder's randomness fo
 every checkpoint. So a run stopped after any batch and resumed from its checkpoint ends
 bit-identical to one that never stopped (on the same device).
 
+Several processes (``torchrun``, ``srun``): :mod:`tracetorch.training.distributed`. The
+trainer's ``world`` says which rank this is; rank 0 alone locks and writes the run dir, and
+every rank takes its slice of each global batch (``data.batch_size`` is global).
+
 Interrupts: Ctrl-C (SIGINT) or SIGTERM set a flag that the loop reads between batches: a
 checkpoint of a consistent state is written there and :class:`Interrupted` raised. A
 second Ctrl-C stops at once, without a checkpoint (the half-done step is never saved).
@@ -45,6 +49,7 @@ from tracetorch.kernels.sequence import run as run_sequence
 from tracetorch.training import checkpoint as ckpt_files
 from tracetorch.training.callbacks import Callback, make_loggers
 from tracetorch.training.config import TrainConfig
+from tracetorch.training.distributed import init_world
 from tracetorch.training.metrics import Meter, SpikeMonitor
 from tracetorch.training.readout import get_readout
 from tracetorch.training.rules import RuleContext, get_rule
@@ -57,7 +62,6 @@ from tracetorch.training.setup import (
     make_optimizer,
     make_scheduler,
     model_from_config,
-    resolve_device,
     seed_everything,
 )
 from tracetorch.training.step import OptimizerStep
@@ -117,10 +121,11 @@ class Trainer:
                  callbacks: Sequence[Callback] = ()) -> None:
         self.config = cfg = TrainConfig.from_any({} if config is None else config)
         seed_everything(cfg.seed)
-        self.device = resolve_device(cfg.trainer.device)
+        self.world = init_world(cfg.trainer.device)
+        self.device = self.world.device
         self.run_dir = Path(cfg.trainer.run_dir) if cfg.trainer.run_dir else None
         self._lock: RunDirLock | None = None
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.world.is_main:
             probe_writable(self.run_dir, self._what_is_safe)
             self._lock = RunDirLock(self.run_dir).acquire()
         try:
@@ -139,6 +144,8 @@ class Trainer:
         if rule_cls.prepare_model is not None:
             rule_cls.prepare_model(self.model)
         check_model_output(self.model, self.splits, self.device)
+        self.world.broadcast_parameters(self.model)
+        self.world.seed_rank(cfg.seed)
         self.readout = get_readout(cfg.trainer.readout)
         self.optimizer = make_optimizer(self.model, cfg.optim)
         self.scheduler = make_scheduler(self.optimizer, cfg)
@@ -150,20 +157,22 @@ class Trainer:
         self.meter = Meter()
         self.step = OptimizerStep(self.model, self.optimizer, cfg.trainer.grad_clip, cfg.trainer.nan_policy, self.scaler,
                                   self._autocast, lambda: f"epoch {self.epoch + 1}, batch {self.batch + 1}",
-                                  self._last_checkpoint)
+                                  self._last_checkpoint, world=self.world)
         self.rule = rule_cls(RuleContext(self.model, self.readout, self.step, self._autocast, cfg.trainer))
         self._stop: dict[str, Any] = {}
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.world.is_main:
             with writing(self.run_dir, self._what_is_safe):
                 ckpt_files.remove_partial_checkpoints(self.run_dir)
                 for leftover in self.run_dir.glob(".*.tmp"):  # temporary files of atomic writes cut short by a kill
                     leftover.unlink(missing_ok=True)
+        self.world.barrier()
         self.resumed_from: Path | None = None
         if cfg.trainer.resume:
             from tracetorch.training.resume import resume
 
             self.resumed_from = resume(self, cfg.trainer.resume)
-        self.callbacks: list[Callback] = [*make_loggers(cfg.trainer, self.run_dir, cfg.to_dict()), *callbacks]
+        loggers = make_loggers(cfg.trainer, self.run_dir, cfg.to_dict()) if self.world.is_main else []
+        self.callbacks: list[Callback] = [*loggers, *callbacks]
 
     @property
     def global_step(self) -> int:
@@ -246,17 +255,20 @@ class Trainer:
         self._emit("on_epoch_start", total)
         with SpikeMonitor(self.model) as monitor:
             while self.batch < total:
-                if self._stop.get("signum"):
+                if self.world.any(bool(self._stop.get("signum"))):
+                    self._stop.setdefault("signum", signal.SIGTERM)  # another rank's signal
                     raise _StopRequested
                 start_time = time.perf_counter()
                 index = order[self.batch * bs : (self.batch + 1) * bs]
                 x, y = self._inputs(self.splits.train, index, self._generator(STREAM_TRAIN, epoch, self.batch))
+                if self.world.distributed:
+                    x, y = self._shard(x, y)
                 monitor.reset()
-                result = self.train_batch(x, y)
+                result = self.train_batch(x, y) if len(y) else None
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 if result is None:
-                    self.meter.skipped += 1
+                    self.meter.skipped += int(len(y) > 0)  # an empty slice (a batch smaller than the world) is no skip
                 else:
                     out, loss = result
                     self.meter.add(float(loss), self.readout.correct(out, y), len(y))
@@ -272,11 +284,19 @@ class Trainer:
         self._emit("on_epoch_end", record)
         return record
 
+    def _shard(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """This rank's slice of a global batch (``x`` is ``[T, B, ...]``); empty when the batch is smaller than the world."""
+        part = self.world.shard(len(y))
+        if part is None:
+            return x[:, :0], y[:0]
+        self.step.loss_weight = self.world.loss_weight(part.stop - part.start, len(y))
+        return x[:, part], y[part]
+
     def _finish_epoch(self) -> dict[str, Any]:
         done, every = self.epoch + 1, self.config.trainer.eval_every
         skip = {"loss": None, "accuracy": None, "spike_rate": None}
         test = self.evaluate() if done % every == 0 or done == self.config.trainer.epochs else skip
-        m = self.meter
+        m = self.world.reduce_meter(self.meter)
         record = {
             "epoch": self.epoch + 1,
             "step": self.global_step,
@@ -301,7 +321,10 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, part: Part | None = None) -> dict[str, float]:
-        """Loss, accuracy and spike rate on ``part`` (default: the test split); deterministic encoding."""
+        """Loss, accuracy and spike rate on ``part`` (default: the test split); deterministic encoding.
+
+        Several processes share the batches (batch ``b`` on rank ``b % world size``) and sum the results.
+        """
         part = self.splits.test if part is None else part
         was_training = self.model.training
         self.model.eval()
@@ -310,7 +333,7 @@ class Trainer:
         total = self.num_batches(part, bs, self.config.trainer.limit_test_batches)
         start_time = time.perf_counter()
         with SpikeMonitor(self.model) as monitor:
-            for b in range(total):
+            for b in range(self.world.rank, total, self.world.size):
                 index = torch.arange(b * bs, min((b + 1) * bs, len(part)))
                 x, y = self._inputs(part, index, self._generator(STREAM_TEST, b))
                 self._zero_states()
@@ -318,8 +341,10 @@ class Trainer:
                     out = run_sequence(self.model, x).float()
                 meter.add(float(self.readout.loss(out, y)), self.readout.correct(out, y), len(y))
         meter.seconds = time.perf_counter() - start_time
+        meter.spike_total, meter.spike_numel = monitor.total, monitor.numel
+        meter = self.world.reduce_meter(meter)
         self.model.train(was_training)
-        return {"loss": meter.loss, "accuracy": meter.accuracy, "spike_rate": monitor.rate(), "samples": meter.samples,
+        return {"loss": meter.loss, "accuracy": meter.accuracy, "spike_rate": meter.spike_rate, "samples": meter.samples,
                 "samples_per_s": meter.samples_per_s}
 
     def fit(self) -> dict[str, Any]:
@@ -340,7 +365,7 @@ class Trainer:
                     raise Interrupted(path, self._stop["signum"]) from None
                 except KeyboardInterrupt:
                     raise Interrupted(None, signal.SIGINT, self._last_checkpoint()) from None
-            if self.run_dir is not None and self.config.trainer.plots:
+            if self.run_dir is not None and self.config.trainer.plots and self.world.is_main:
                 with writing(self.run_dir, self._what_is_safe):
                     self.plot()
             summary = self.summary()
@@ -399,14 +424,17 @@ class Trainer:
                     inputs=x[:, 0], predicted=predicted)
 
     def trainer_state(self) -> dict[str, Any]:
+        """Everything but the weights a checkpoint holds (collective in a multi-process run: global meter, every RNG)."""
+        rng = ckpt_files.capture_rng()
         return {
             "progress": {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step},
-            "meter": self.meter.to_dict(),
+            "meter": self.world.reduce_meter(self.meter).to_dict(),
             "history": self.history,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": ckpt_files.capture_rng(),
+            "rng": rng,
+            **self.world.checkpoint_extras(rng),
         }
 
     def saved_config(self) -> dict[str, Any]:
@@ -427,13 +455,16 @@ class Trainer:
                 raise ValueError("save_checkpoint needs a directory when trainer.run_dir is not set")
             directory = self.run_dir / "checkpoints" / f"step_{self.global_step:08d}"
         directory = Path(directory)
+        state = self.trainer_state()
+        if not self.world.is_main:
+            return directory
         info = {"epoch": self.epoch, "batch": self.batch, "global_step": self.global_step}
         keep = self.config.trainer.keep_checkpoints
         own = self.run_dir is not None and directory.parent == self.run_dir / "checkpoints"
         with writing(directory, self._what_is_safe):
             if keep and keep > 1 and own and not directory.exists():  # room first: a nearly full disk still takes it
                 ckpt_files.prune_checkpoints(self.run_dir, keep - 1)
-            ckpt_files.save_checkpoint(directory, model=self.model, trainer_state=self.trainer_state(),
+            ckpt_files.save_checkpoint(directory, model=self.model, trainer_state=state,
                                        config=self.saved_config(), info=info)
             if keep and own:
                 ckpt_files.prune_checkpoints(self.run_dir, keep)

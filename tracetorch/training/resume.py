@@ -85,6 +85,7 @@ def resume(trainer: Any, where: str | Path) -> Path | None:
         trainer.history = list(state["history"])
         trainer.meter = Meter.from_dict(state["meter"])
         ckpt_files.restore_rng(state["rng"])
+        trainer.world.on_resume(trainer, state)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as err:
         raise CheckpointError(f"{where}: the trainer state does not fit this run ({type(err).__name__}: {err}); "
                               f"optim differs from the checkpoint's run: {_differences(ckpt, config, 'optim')}") from None

@@ -8,6 +8,11 @@ be traced to the first layer that produced it (:func:`~tracetorch.training.fault
 A non-finite loss or gradient is never applied: ``nan_policy="skip"`` returns False,
 ``"stop"`` raises :class:`~tracetorch.training.faults.NonFiniteError`.
 
+In a multi-process run (``world``, :mod:`tracetorch.training.distributed`) the loss check
+is collective (a non-finite loss on any rank is skipped or stops on every rank), the
+loss is weighted by the rank's share of the batch and the gradients are averaged over
+the ranks before clipping; with one process none of this runs.
+
 Example:
     >>> import torch
     >>> from tracetorch.training.step import OptimizerStep, Replay
@@ -31,6 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from tracetorch.training.distributed import World
 from tracetorch.training.faults import NonFiniteError, locate_non_finite
 
 __all__ = ["OptimizerStep", "Replay"]
@@ -62,6 +68,8 @@ class OptimizerStep:
     describe_position: Callable[[], str] = lambda: ""
     last_checkpoint: Callable[[], Any] = lambda: None
     global_step: int = field(default=0)
+    world: World = field(default_factory=World)
+    loss_weight: float = 1.0  # this rank's share of the global batch times the world size (1.0: one process)
 
     def apply(self, loss: Tensor, replay: Replay) -> bool:
         """Backward + update of one loss; False (nothing applied) when ``nan_policy=skip`` meets a non-finite value."""
@@ -70,14 +78,21 @@ class OptimizerStep:
 
     def backward(self, loss: Tensor, replay: Replay) -> bool:
         """Accumulate ``loss``'s gradient; a non-finite loss is refused (gradients cleared) before backward."""
-        if not torch.isfinite(loss.detach()).all():
+        local_bad = not torch.isfinite(loss.detach()).all()
+        if self.world.any(local_bad):
             self.optimizer.zero_grad(set_to_none=True)
-            return self.non_finite(f"loss ({float(loss.detach()):g})", replay)
+            if not local_bad:
+                return self.non_finite("loss on another rank", replay,
+                                       where=f"rank {self.world.rank} of {self.world.size} had finite values")
+            return self.non_finite(f"loss ({float(loss.detach()):g}){self._on_rank()}", replay)
+        if self.loss_weight != 1.0:
+            loss = loss * self.loss_weight
         (loss if self.scaler is None else self.scaler.scale(loss)).backward()
         return True
 
     def update(self, replay: Replay) -> bool:
         """Clip and apply the accumulated gradient, then clear it; a non-finite gradient is never applied."""
+        self.world.average_gradients([p for p in self.model.parameters() if p.requires_grad])
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -98,6 +113,9 @@ class OptimizerStep:
         self.optimizer.zero_grad(set_to_none=True)
         self.global_step += 1
         return True
+
+    def _on_rank(self) -> str:
+        return f" on rank {self.world.rank}" if self.world.distributed else ""
 
     def non_finite(self, what: str, replay: Replay, where: str | None = None) -> bool:
         """``nan_policy=skip``: return False; ``stop``: raise :class:`NonFiniteError` naming the step and layer."""
