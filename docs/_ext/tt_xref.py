@@ -1,0 +1,64 @@
+"""Cross-references to re-exported and short Python names.
+
+Every object is documented once, in the module that defines it (``tracetorch.core.model.Model``).
+A reference to a re-export (``tracetorch.Model``) links there when both paths import the
+same object; a short name (``:class:`SpecError```) links when every documented object with
+that last name is the same object. Anything else stays unresolved, and ``nitpicky`` reports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from docutils import nodes
+
+
+def resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    if node.get("refdomain") != "py":
+        return None
+    target = node.get("reftarget", "")
+    if "." in target:  # a re-export (tracetorch.Model): link to where the same object is documented
+        wanted = _object_of(target)
+        domain = env.get_domain("py")
+        same = [(n, e) for n, e in domain.objects.items() if wanted is not None and n.rsplit(".", 1)[-1] == target.rsplit(".", 1)[-1]
+                and _object_of(n) == wanted]
+        if same:
+            name, entry = min(same, key=lambda m: (m[0].count("."), m[0]))
+            return _link(app, node, entry, name, contnode)
+    short = target.rsplit(".", 1)[-1]
+    domain = env.get_domain("py")
+    matches = [(name, entry) for name, entry in domain.objects.items()
+               if name.rsplit(".", 1)[-1] == short and (name == target or name.endswith("." + target))]
+    if not matches or len({entry.objtype for _, entry in matches}) != 1:
+        return None
+    objects = {_object_of(name) for name, _ in matches}
+    if len(objects) != 1 or None in objects:
+        return None
+    name, entry = min(matches, key=lambda m: (m[0].count("."), m[0]))
+    return _link(app, node, entry, name, contnode)
+
+
+def _object_of(path: str) -> Any:
+    import importlib
+
+    module, _, attr = path.rpartition(".")
+    while module:
+        try:
+            obj: Any = importlib.import_module(module)
+            return id(getattr(obj, attr))
+        except (ImportError, AttributeError):
+            module, _, head = module.rpartition(".")
+            attr = f"{head}.{attr}"
+    return None
+
+
+def _link(app: Any, node: Any, entry: Any, name: str, contnode: Any) -> Any:
+    ref = nodes.reference("", "", internal=True, reftitle=name)
+    ref["refuri"] = app.builder.get_relative_uri(node["refdoc"], entry.docname) + "#" + entry.node_id
+    ref.append(contnode)
+    return ref
+
+
+def setup(app: Any) -> dict[str, Any]:
+    app.connect("missing-reference", resolve)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1"}
