@@ -13,6 +13,12 @@ from typing import Any
 from docutils import nodes
 
 
+_KINDS = {
+    "func": {"function", "method"}, "meth": {"method"}, "class": {"class", "exception"}, "exc": {"exception", "class"},
+    "data": {"data", "attribute"}, "attr": {"attribute", "property"},
+}
+
+
 def resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     if node.get("refdomain") != "py":
         return None
@@ -27,8 +33,10 @@ def resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
             return _link(app, node, entry, name, contnode)
     short = target.rsplit(".", 1)[-1]
     domain = env.get_domain("py")
+    kinds = _KINDS.get(node.get("reftype", ""))
     matches = [(name, entry) for name, entry in domain.objects.items()
-               if name.rsplit(".", 1)[-1] == short and (name == target or name.endswith("." + target))]
+               if name.rsplit(".", 1)[-1] == short and (name == target or name.endswith("." + target))
+               and (kinds is None or entry.objtype in kinds)]
     if not matches or len({entry.objtype for _, entry in matches}) != 1:
         return None
     objects = {_object_of(name) for name, _ in matches}
