@@ -8,6 +8,7 @@ that last name is the same object. Anything else stays unresolved, and ``nitpick
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from docutils import nodes
@@ -20,9 +21,18 @@ _KINDS = {
 
 
 def resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    try:
+        return _resolve(app, env, node, contnode)
+    except RecursionError as err:
+        raise RuntimeError(f"tt_xref: recursion while resolving {node.get('reftarget')!r}") from err
+
+
+def _resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     if node.get("refdomain") != "py":
         return None
     target = node.get("reftarget", "")
+    if not re.fullmatch(r"[A-Za-z_][\w.]*", target):  # a rendered annotation (``list[int] | None``), not a name
+        return None
     if "." in target:  # a re-export (tracetorch.Model): link to where the same object is documented
         wanted = _object_of(target)
         domain = env.get_domain("py")
@@ -47,16 +57,21 @@ def resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
 
 
 def _object_of(path: str) -> Any:
+    """``id`` of the object a dotted path names (longest importable module, then attributes), or None."""
     import importlib
 
-    module, _, attr = path.rpartition(".")
-    while module:
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
         try:
-            obj: Any = importlib.import_module(module)
-            return id(getattr(obj, attr))
-        except (ImportError, AttributeError):
-            module, _, head = module.rpartition(".")
-            attr = f"{head}.{attr}"
+            obj: Any = importlib.import_module(".".join(parts[:cut]))
+        except Exception:  # noqa: BLE001 - not a module (or one that cannot import here)
+            continue
+        try:
+            for part in parts[cut:]:
+                obj = getattr(obj, part)
+        except AttributeError:
+            return None
+        return id(obj)
     return None
 
 
