@@ -54,7 +54,8 @@ def test_every_tutorial_has_a_title_and_is_listed():
         assert len(doc) >= 2 and set(doc[1]) == {"="} and len(doc[1]) >= len(doc[0]), path.name
 
 
-PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.parts and "_generated" not in p.parts and blocks(p.read_text(), "python"))
+PAGES = sorted(p for p in DOCS.rglob("*.md")
+               if not {"_build", "_generated"} & set(p.parts) and blocks(p.read_text(), "python"))
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
@@ -75,8 +76,9 @@ class ShortTrainer(training.Trainer):
 
 def test_readme_python_blocks_run(quiet_run, monkeypatch):
     """Every Python block of the README, in order, with the few names it leaves to the reader defined."""
-    import tracetorch as tt
     from torch import nn
+
+    import tracetorch as tt
 
     shutil.copytree(ROOT / "configs", quiet_run / "configs")
     model_files = blocks(README, "yaml")

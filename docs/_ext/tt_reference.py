@@ -22,12 +22,12 @@ import os
 import re
 import subprocess
 import sys
-import tomllib
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -303,6 +303,12 @@ def _choices_table(group: str, default: str | None) -> str:
     return table([f"`{group}=`", "what it is", "keys it sets"], rows) if rows else ""
 
 
+def _is_section(field: Any) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+
+
 def train_config_md() -> str:
     """Every group and key of ``tt-train``'s config: type, defaults, constraint, meaning, and the files per group."""
     from pydantic import BaseModel
@@ -312,7 +318,7 @@ def train_config_md() -> str:
     top_level = yaml.safe_load((configs_dir() / "train.yaml").read_text(encoding="utf-8"))
     out = []
     top = [[code(k), type_name(f.annotation), show_default(top_level.get(k)) if k in top_level else "", field_default(f)]
-           for k, f in config.model_fields.items() if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))]
+           for k, f in config.model_fields.items() if not _is_section(f)]
     out.append("## Top-level keys\n\n" + table(["key", "type", "tt-train default", "Python default"], top)
                + "\n`model` is a [model file](model-file.md) (a `layers` list and its `input_shape`); choose one of "
                  "`configs/model/` with `model=<file>`.\n")

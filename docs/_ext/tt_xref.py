@@ -13,7 +13,6 @@ from typing import Any
 
 from docutils import nodes
 
-
 _KINDS = {
     "func": {"function", "method"}, "meth": {"method"}, "class": {"class", "exception"}, "exc": {"exception", "class"},
     "data": {"data", "attribute"}, "attr": {"attribute", "property"},
@@ -36,8 +35,9 @@ def _resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     if "." in target:  # a re-export (tracetorch.Model): link to where the same object is documented
         wanted = _object_of(target)
         domain = env.get_domain("py")
-        same = [(n, e) for n, e in domain.objects.items() if wanted is not None and n.rsplit(".", 1)[-1] == target.rsplit(".", 1)[-1]
-                and _object_of(n) == wanted]
+        last = target.rsplit(".", 1)[-1]
+        same = [(n, e) for n, e in domain.objects.items()
+                if wanted is not None and n.rsplit(".", 1)[-1] == last and _object_of(n) == wanted]
         if same:
             name, entry = min(same, key=lambda m: (m[0].count("."), m[0]))
             return _link(app, node, entry, name, contnode)

@@ -56,7 +56,7 @@ print("spikes without / with adaptation:", out.sum(0).tolist())
 assert out[:, 1].sum() < out[:, 0].sum()
 
 fig, ax = plt.subplots(figsize=(8, 2.2))
-for i, name in enumerate(("kappa = 0", "kappa = 0.5")):
+for i in range(2):
     ax.eventplot(torch.nonzero(out[:, i]).flatten().tolist(), lineoffsets=i, linelengths=0.7, colors=f"C{i}")
 ax.set(yticks=[0, 1], yticklabels=["kappa = 0", "kappa = 0.5"], xlabel="step", title="constant drive 0.4")
 fig.tight_layout()

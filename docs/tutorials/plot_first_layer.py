@@ -17,7 +17,7 @@ layer = tt.snn.LIB(3, beta=0.9, threshold=1.0, quant_fn=tt.functional.round_ste(
 current = torch.tensor([[0.05, 0.15, 0.3]])  # one batch row, a different drive per neuron
 membranes, spikes = [], []
 with torch.no_grad():
-    for step in range(60):
+    for _ in range(60):
         spikes.append(layer(current))
         membranes.append(layer.mem.clone())  # the membrane after the reset
 membranes = torch.cat(membranes)

@@ -86,7 +86,7 @@ enable_trace_learning(model)
 learner = OnlineLearner(model, torch.optim.Adam(model.parameters(), lr=2e-3), nn.functional.cross_entropy)
 generator = torch.Generator().manual_seed(0)
 blocks = []
-for block in range(3):
+for _ in range(3):
     stream = clicks_stream(4, 32, 40, 10, generator=generator)   # 4 trials of 40 steps, 32 streams
     correct = []
     for t, x_t in enumerate(stream.clicks):

@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-
 from tracetorch.cli.validate import main as validate
 
 work = Path(tempfile.mkdtemp(prefix="tt-train-tutorial-"))
