@@ -83,7 +83,7 @@ sphinx_gallery_conf = {
     "gallery_dirs": "auto_tutorials",
     "filename_pattern": FAST_TUTORIALS if FAST else r"/plot_",
     "ignore_pattern": r"__init__\.py|/_",
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "tt_gallery.TutorialOrder",
     "abort_on_example_error": True,
     "download_all_examples": False,
     "remove_config_comments": True,

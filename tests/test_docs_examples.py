@@ -48,7 +48,9 @@ def test_tutorial_runs(path, quiet_run):
     runpy.run_path(str(path), run_name="__main__")  # each tutorial asserts its own results
 
 
-def test_every_tutorial_has_a_title_and_is_listed():
+def test_every_tutorial_has_a_title_and_a_place_in_the_reading_order():
+    order = runpy.run_path(str(DOCS / "_ext" / "tt_gallery.py"))["ORDER"]
+    assert sorted(order) == [p.name for p in TUTORIALS]
     for path in TUTORIALS:
         doc = path.read_text().split('"""')[1].strip().splitlines()
         assert len(doc) >= 2 and set(doc[1]) == {"="} and len(doc[1]) >= len(doc[0]), path.name
