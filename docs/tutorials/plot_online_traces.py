@@ -42,7 +42,7 @@ class SavedBytes(torch.autograd.graph.saved_tensors_hooks):
 # BPTT over a sequence of T steps against one online step (which is all an online learner
 # ever holds), for a batch of 32 streams:
 
-lengths = [10, 20, 40, 80]
+lengths = [10, 20, 40]
 bptt, online = [], []
 for T in lengths:
     x_seq = torch.rand(T, 32, 2)
@@ -87,14 +87,14 @@ learner = OnlineLearner(model, torch.optim.Adam(model.parameters(), lr=2e-3), nn
 generator = torch.Generator().manual_seed(0)
 blocks = []
 for _ in range(3):
-    stream = clicks_stream(4, 32, 40, 10, generator=generator)   # 4 trials of 40 steps, 32 streams
+    stream = clicks_stream(3, 32, 30, 8, generator=generator)   # 3 trials of 30 steps, 32 streams
     correct = []
     for t, x_t in enumerate(stream.clicks):
         result = learner.step(x_t, stream.labels[t] if stream.decide[t] else None)
-        if t % 40 == 39:
+        if t % 30 == 29:
             correct.append((result.output.argmax(-1) == stream.labels[t]).float().mean().item())
     blocks.append(sum(correct) / len(correct))
-    print(f"{learner.steps:5d} steps: decision accuracy over the last 4 trials {blocks[-1]:.1%}")
+    print(f"{learner.steps:5d} steps: decision accuracy over the last 3 trials {blocks[-1]:.1%}")
 
 # %%
 # For a ``Linear -> LI`` pair this gradient is exactly BPTT's; with a threshold and reset it

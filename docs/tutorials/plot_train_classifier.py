@@ -47,7 +47,7 @@ def accuracy(images: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 history = []
-for epoch in range(3):
+for epoch in range(2):
     order = torch.randperm(len(x_train))
     losses = []
     for start in range(0, len(order), batch_size):
