@@ -202,6 +202,7 @@ def model_file_md() -> str:
     """Top-level keys, the SNN layer keys, and every torch layer's keys with types and defaults."""
     from tracetorch.builder import registry
     from tracetorch.builder.schema import INFERABLE, ModelSpec, args_model
+    from tracetorch.core.constraints import CONSTRAINTS
     from tracetorch.snn import param_specs, parse
 
     head = ["key", "type", "default", "constraint", "meaning"]
@@ -216,6 +217,7 @@ def model_file_md() -> str:
         key = row[0].strip("`")
         if key in params:
             row[1], row[2] = "number | list | {value, rank, learn}", f"`{params[key].default:g}`"
+            row[3] = CONSTRAINTS[params[key].constraint].describe()
             row[4] = row[4] or params[key].doc
         elif key in ("spike_fn", "quant_fn"):
             names = ", ".join(code(n) for n in registry.function_names(key))
