@@ -305,28 +305,47 @@ def _choices_table(group: str, default: str | None) -> str:
     return table([f"`{group}=`", "what it is", "keys it sets"], rows) if rows else ""
 
 
-def _is_section(field: Any) -> bool:
+def model_of(annotation: Any) -> Any:
+    """The Pydantic model a field holds (directly or as ``Model | None``), else None: such a field is a section."""
     from pydantic import BaseModel
 
-    return isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    candidates = typing.get_args(annotation) if union else (annotation,)
+    models = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _section_md(path: str, section: Any, meanings: dict[str, str], used: dict[str, Any]) -> str:
+    """One section's table, then one sub-section per nested section (``trainer.checkpoint`` ...), recursively."""
+    rows, nested = [], []
+    for row, (key, field) in zip(field_rows(section, meanings), section.model_fields.items()):
+        if model_of(field.annotation) is not None:
+            nested.append((key, model_of(field.annotation)))
+            row[4] = row[4] or f"a section: see `{path}.{key}` below"
+        value = used.get(key) if isinstance(used, dict) else None
+        rows.append([row[0], row[1], show_default(value) if isinstance(used, dict) and key in used else row[2]] + row[2:])
+    out = [table(["key", "type", "tt-train default", "Python default", "constraint", "meaning"], rows)]
+    for key, model in nested:
+        doc = rst_to_myst(inspect.cleandoc(model.__doc__ or ""))
+        sub = used.get(key) if isinstance(used, dict) and isinstance(used.get(key), dict) else {}
+        out.append(f"\n### `{path}.{key}`\n\n{doc}\n\n" + _section_md(f"{path}.{key}", model, {}, sub))
+    return "".join(out)
 
 
 def train_config_md() -> str:
     """Every group and key of ``tt-train``'s config: type, defaults, constraint, meaning, and the files per group."""
-    from pydantic import BaseModel
-
     config = train_config_class()
     defaults = group_defaults()
     top_level = yaml.safe_load((configs_dir() / "train.yaml").read_text(encoding="utf-8"))
     out = []
     top = [[code(k), type_name(f.annotation), show_default(top_level.get(k)) if k in top_level else "", field_default(f)]
-           for k, f in config.model_fields.items() if not _is_section(f)]
+           for k, f in config.model_fields.items() if model_of(f.annotation) is None]
     out.append("## Top-level keys\n\n" + table(["key", "type", "tt-train default", "Python default"], top)
                + "\n`model` is a [model file](model-file.md) (a `layers` list and its `input_shape`); choose one of "
                  "`configs/model/` with `model=<file>`.\n")
     for name, field in config.model_fields.items():
-        section = field.annotation
-        if not (isinstance(section, type) and issubclass(section, BaseModel)):
+        section = model_of(field.annotation)
+        if section is None:
             continue
         default = defaults.get(name)
         doc = rst_to_myst(inspect.cleandoc(section.__doc__ or ""))
@@ -335,15 +354,11 @@ def train_config_md() -> str:
             out.append("Keys not listed here are passed on (to the dataset function, the encoder or the optimizer), "
                        "which checks them against its own signature.\n\n")
         used: dict[str, Any] = {}
-        if default is not None:
+        if default is not None and (configs_dir() / name / f"{default}.yaml").exists():
             used = yaml.safe_load((configs_dir() / name / f"{default}.yaml").read_text(encoding="utf-8")) or {}
             out.append(f"`tt-train default`: the value in `configs/{name}/{default}.yaml`; `Python default`: the value "
                        "when the key is left out of a config passed to the Python API.\n\n")
-        rows = []
-        for row in field_rows(section, _meanings(name, default)):
-            key = row[0].strip("`")
-            rows.append([row[0], row[1], show_default(used[key]) if key in used else row[2], row[2], row[3], row[4]])
-        out.append(table(["key", "type", "tt-train default", "Python default", "constraint", "meaning"], rows))
+        out.append(_section_md(name, section, _meanings(name, default), used))
         extra = sorted(set(used) - set(section.model_fields))
         if extra:
             out.append(f"\nAlso set by `{default}.yaml` and passed on: "
