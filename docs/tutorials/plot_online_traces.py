@@ -20,7 +20,10 @@ from tracetorch.online import OnlineLearner, clicks_stream, enable_trace_learnin
 
 def build() -> tt.Sequential:
     torch.manual_seed(0)
-    return tt.Sequential(nn.Linear(2, 64), tt.snn.LIB(64, beta=0.9), nn.Linear(64, 2), tt.snn.LI(2, beta=0.9))
+    return tt.Sequential(
+        nn.Linear(2, 64), tt.snn.LIB(64, beta=0.9),   # clicks (left, right) -> spiking hidden layer
+        nn.Linear(64, 2), tt.snn.LI(2, beta=0.9),     # -> two leaky-integrator logits
+    )
 
 
 class SavedBytes(torch.autograd.graph.saved_tensors_hooks):
