@@ -27,7 +27,6 @@ import typing
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -379,6 +378,8 @@ def train_config_md() -> str:
 
 def console_scripts() -> dict[str, str]:
     """``name -> module:function`` from ``pyproject.toml`` (new commands appear here by themselves)."""
+    import tomllib  # Python >= 3.11, as Sphinx 9 is
+
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     return dict(project.get("scripts", {}))
 
