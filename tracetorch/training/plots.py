@@ -90,7 +90,7 @@ def record_sample(model: nn.Module, x_seq: Tensor) -> tuple[dict[str, Tensor], t
 
 
 def plot_raster(spikes: dict[str, Tensor], membrane: tuple[str, Tensor] | None, path: str | Path, title: str = "") -> None:
-    """One raster per firing layer (neuron vs step, dot size ~ ``abs(event)``) and the membrane traces below."""
+    """One raster per firing layer (neuron vs step, dot size ~ |event|) and the membrane traces below."""
     plt = _pyplot()
     rows = len(spikes) + (membrane is not None)
     fig, axes = plt.subplots(max(rows, 1), 1, figsize=(8, 2.2 * max(rows, 1)), sharex=True, squeeze=False)
