@@ -133,7 +133,7 @@ def test_readme_model_files_validate():
 def readme_commands(program: str) -> list[list[str]]:
     commands = []
     for block in blocks(README, "bash"):
-        for line in block.splitlines():
+        for line in block.replace("\\\n", " ").splitlines():  # continuation lines joined
             for part in line.split("#", 1)[0].split("&&"):
                 words = shlex.split(part)
                 if words and words[0] == program:
@@ -150,7 +150,7 @@ def test_readme_tt_train_commands_compose():
     for args in commands:
         if "+sweep=optuna" in args and importlib_missing("hydra_plugins.hydra_optuna_sweeper"):
             continue
-        if any(re.search(r"=[^=]*\.(nir|ya?ml)$", a) for a in args):  # names a file only the reader has
+        if any(re.search(r"=([^=]*\.(nir|ya?ml)|[\w.]+:\w+)$", a) for a in args):  # a file or code only the reader has
             continue
         multirun = "-m" in args
         check_overrides([a for a in args if a != "-m"], multirun=multirun)
