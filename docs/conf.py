@@ -29,6 +29,8 @@ release = version = tracetorch.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
+    "sphinx.ext.napoleon",  # the docstrings' Args: / Returns: / Example: sections
+    "tt_prose_attributes",
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "myst_parser",
@@ -55,7 +57,9 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(int|float|str|bool|dict|list|tuple|set|type|object|None|bytes|Exception|ValueError|TypeError)"),
     (r"py:.*", r"(KeyError|FileNotFoundError|OSError|RuntimeError|NoReturn|Self|TracebackType|PathLike|os\..*)"),
     (r"py:.*", r"(annotated_types|types|pydantic_core)\..*|FieldInfo|NoneType|Gt|Ge|Lt|Le|MinLen|MaxLen"),  # Pydantic fields
-    (r"py:.*", r"(inspect|yaml|safetensors|sklearn)\..*"),
+    (r"py:.*", r"(inspect|yaml|safetensors|sklearn|contextlib|nir|nirtorch|gymnasium|tonic|h5py)\..*"),
+    (r"py:class", r"Int|Float|Source|Device|list\[.*|tuple\[.*"),  # annotation aliases, split annotations
+    (r"py:attr", r"observation_space|action_space|np_random\w*"),  # gymnasium.Env attributes
     (r"py:class", r"dict\[str|Strict\w+|PositiveInt|Number|LayerSpec|RegisteredLayer"),  # schema aliases, split annotations
     (r"py:class", r"tracetorch\..*\._\w+"),  # private base classes shown by show-inheritance
     (r"py:data", r"[A-Z][A-Z0-9_]*"),  # module constants (autodoc documents only those with a doc comment)
@@ -68,6 +72,9 @@ autosummary_imported_members = False  # re-exports (tracetorch.Model) link there
 autodoc_default_options = {"members": True, "show-inheritance": True, "ignore-module-all": True, "undoc-members": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
+autodoc_inherit_docstrings = False  # third-party docstrings (gymnasium, torch) are not ours to check
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
 autodoc_class_signature = "mixed"
 autodoc_mock_imports = [] if importlib.util.find_spec("triton") else ["triton"]  # the CUDA kernels' module
 add_module_names = False
@@ -97,6 +104,9 @@ sphinx_gallery_conf = {
 }
 
 # ---- HTML ----
+rst_prolog = """
+.. |event| replace:: \\|event\\|
+"""  # tracetorch.training.plots.plot_raster's docstring writes |event| for an absolute value
 html_theme = "furo"
 html_title = f"traceTorch {release}"
 html_static_path = ["_static"]
