@@ -19,6 +19,9 @@ _KINDS = {
 }
 
 
+_PRIMARY = {"func": "function", "meth": "method", "class": "class", "exc": "exception", "data": "data", "attr": "attribute"}
+
+
 def resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     try:
         return _resolve(app, env, node, contnode)
@@ -32,12 +35,15 @@ def _resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     target = node.get("reftarget", "")
     if not re.fullmatch(r"[A-Za-z_][\w.]*", target):  # a rendered annotation (``list[int] | None``), not a name
         return None
-    if "." in target:  # a re-export (tracetorch.Model): link to where the same object is documented
-        wanted = _object_of(target)
+    context = node.get("py:module")
+    for path in ([f"{context}.{target}"] if context else []) + ([target] if "." in target else []):
+        # a re-export (tracetorch.Model, or `train` inside tracetorch.training): link to where that object is documented
+        wanted = _object_of(path)
+        if wanted is None:
+            continue
         domain = env.get_domain("py")
-        last = target.rsplit(".", 1)[-1]
-        same = [(n, e) for n, e in domain.objects.items()
-                if wanted is not None and n.rsplit(".", 1)[-1] == last and _object_of(n) == wanted]
+        last = path.rsplit(".", 1)[-1]
+        same = [(n, e) for n, e in domain.objects.items() if n.rsplit(".", 1)[-1] == last and _object_of(n) == wanted]
         if same:
             name, entry = min(same, key=lambda m: (m[0].count("."), m[0]))
             return _link(app, node, entry, name, contnode)
@@ -49,6 +55,9 @@ def _resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
                and (kinds is None or entry.objtype in kinds)]
     if not matches or len({entry.objtype for _, entry in matches}) != 1:
         return None
+    if len({_object_of(name) for name, _ in matches}) > 1:  # `train`: prefer the function to a method of that name
+        primary = _PRIMARY.get(node.get("reftype", ""))
+        matches = [(name, entry) for name, entry in matches if entry.objtype == primary]
     objects = {_object_of(name) for name, _ in matches}
     if len(objects) != 1 or None in objects:
         return None
