@@ -53,7 +53,7 @@ def _resolve(app: Any, env: Any, node: Any, contnode: Any) -> Any:
     matches = [(name, entry) for name, entry in domain.objects.items()
                if name.rsplit(".", 1)[-1] == short and (name == target or name.endswith("." + target))
                and (kinds is None or entry.objtype in kinds)]
-    if not matches or len({entry.objtype for _, entry in matches}) != 1:
+    if not matches:
         return None
     if len({_object_of(name) for name, _ in matches}) > 1:  # `train`: prefer the function to a method of that name
         primary = _PRIMARY.get(node.get("reftype", ""))
