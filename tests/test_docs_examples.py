@@ -105,7 +105,7 @@ def reader(quiet_run, monkeypatch):
 
 
 def test_readme_model_file_block_runs(reader):
-    exec(compile(readme_block('tt.build_model("configs/model/mlp.yaml")'), "README.md", "exec"), reader)
+    exec(compile(readme_block('tt.build_model("configs/model/mlp.yaml"'), "README.md", "exec"), reader)
     assert reader["spec"].entries()[2][0] == "LIB" and "MyLayer" in reader["tt"].builder.registered_names()
 
 
