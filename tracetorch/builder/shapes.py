@@ -3,14 +3,14 @@
 Shapes here are per sample (no batch, no time), like ``input_shape``. An argument is
 inferred by name, so registered layers get the same treatment as built-in ones:
 
-==================  ===========================================================
-``num_neurons``     size of the input at ``dim`` (``dim`` inferred: -1 for
-                    ``[F]``, the channel dimension -len(shape) for ``[C, ...]``)
-``in_features``     last size
-``in_channels``     first size (channels)
-``num_features``    first size (channels / features, BatchNorm)
+====================  =========================================================
+``num_neurons``       size of the input at ``dim`` (``dim`` inferred: -1 for
+                      ``[F]``, the channel dimension -len(shape) for ``[C, ...]``)
+``in_features``       last size
+``in_channels``       first size (channels)
+``num_features``      first size (channels / features, BatchNorm)
 ``normalized_shape``  last size
-==================  ===========================================================
+====================  =========================================================
 
 Output shapes come from running the module once on zeros of shape ``[1, *shape]``
 (in eval mode, without gradients); neuron layers keep their input shape.
