@@ -17,7 +17,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tracetorch.builder import SpecError, build_model, load_spec
+from tracetorch.builder import SpecError, build_model
+from tracetorch.builder.build import declared_input_shape
 from tracetorch.builder.dot import write_picture
 from tracetorch.builder.summary import graph_table, memory_note, summarize, summarize_graph, summary_table
 from tracetorch.core.graph import Graph
@@ -30,7 +31,7 @@ def _shape_for(path: str, shape: list[int] | None) -> list[int] | None:
     if shape is None:
         return None
     try:
-        return shape if load_spec(path).input_shape is None else None
+        return shape if declared_input_shape(path) is None else None
     except SpecError:
         return None
 

@@ -100,6 +100,15 @@ def _validate(data: Any) -> tuple[ModelSpec | None, Problems]:
         return None, translate(err)
 
 
+def declared_input_shape(source: Source) -> list[int] | None:
+    """The ``input_shape`` a spec (file, dict, chain or graph) declares itself, or None; read, not validated."""
+    if isinstance(source, ModelSpec):
+        return None if source.input_shape is None else list(source.input_shape)
+    data, _, _ = _document(source)
+    shape = data.get("input_shape") if isinstance(data, dict) else None
+    return list(shape) if isinstance(shape, (list, tuple)) else None
+
+
 def load_spec(source: Source) -> ModelSpec | GraphSpec:
     """Read and validate a spec (file path, dict or ``ModelSpec``) without allocating modules.
 

@@ -293,7 +293,17 @@ def init_world(device: str = "auto", env: Mapping[str, str] | None = None) -> Wo
 
 
 def _leave() -> None:
+    """Leave the group together: a rank tearing gloo down while a peer still talks to it aborts that peer."""
+    import datetime
+
     import torch.distributed as dist
 
     if dist.is_initialized():
+        try:
+            if dist.get_backend() == "gloo":
+                dist.monitored_barrier(timeout=datetime.timedelta(seconds=30))
+            else:
+                dist.barrier()
+        except Exception:  # noqa: BLE001 - a peer already gone: nothing to wait for
+            pass
         dist.destroy_process_group()

@@ -67,7 +67,7 @@ def model_from_config(model_config: dict[str, Any], splits: Splits) -> nn.Module
     :func:`tracetorch.build_model`. A spec's own ``input_shape`` must match the data's.
     """
     import tracetorch
-    from tracetorch.builder import load_spec
+    from tracetorch.builder.build import declared_input_shape
 
     spec = dict(model_config)
     factory = spec.pop("factory", None)
@@ -75,7 +75,7 @@ def model_from_config(model_config: dict[str, Any], splits: Splits) -> nn.Module
         kwargs = {**spec, "input_shape": list(splits.input_shape), "num_classes": splits.num_classes}
         return call_with_checked_kwargs(import_callable(factory), kwargs, f"model factory {factory!r}")
     source: Any = spec.pop("file", None) or spec
-    given = load_spec(source).input_shape if isinstance(source, str) else spec.get("input_shape")
+    given = declared_input_shape(source)
     if given is not None and list(given) != list(splits.input_shape):
         where = source if isinstance(source, str) else "model.input_shape"
         raise ValueError(f"{where}: input_shape {list(given)} does not match the data ({splits.name}: input_shape "
