@@ -45,7 +45,7 @@ for _ in range(5):
     loss.backward()
     optimizer.step()
 
-for path, layer, verdict, reason in check_exportable(model):
+for path, layer, verdict, _reason in check_exportable(model):
     print(f"{path:3s} {layer:8s} {verdict}")
 
 # %%
