@@ -44,7 +44,7 @@ __all__ = ["Model", "Sequential", "iter_layers", "StateFileError"]
 
 
 class Model(nn.Module):
-    """Base class for models: bulk state management and parameter baking (:meth:`TTcompile`)."""
+    """Base class for models: bulk state management and parameter baking (:meth:`Model.TTcompile`)."""
 
     def layers(self) -> dict[str, Layer]:
         """Every traceTorch layer in the model, by dotted path."""
