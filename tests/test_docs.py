@@ -116,6 +116,19 @@ def test_training_config_reference_has_every_group_and_key():
             assert f"| {path.stem} |" in text or f"**{path.stem}** (default)" in text, path
 
 
+def test_every_training_config_key_has_a_meaning():
+    """The schema's descriptions fill the reference's meaning column, top-level keys included."""
+    from tracetorch.training import config as schema
+
+    text = ref.train_config_md()
+    top = rows(text.split("## Top-level keys\n", 1)[1].split("\n## ", 1)[0])
+    for section in (schema.DataConfig, schema.EncoderConfig, schema.OptimConfig, schema.TrainerConfig, schema.TrainConfig):
+        for key, field in section.model_fields.items():
+            assert field.description and "|" not in field.description, (section.__name__, key)
+            if section is schema.TrainConfig and ref.model_of(field.annotation) is None:
+                assert top[key][4] == ref.cell(field.description), key
+
+
 def test_cli_reference_is_every_console_scripts_help():
     pytest.importorskip("tomllib")  # Python >= 3.11
     text = ref.cli_md()

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 README = (ROOT / "README.md").read_text()
 SLOW_TUTORIALS = {"plot_tt_train.py"}  # runs tt-train three times in fresh processes
+EXTRAS = {"plot_reflect.py": ("gymnasium",), "plot_nir.py": ("nir", "h5py")}  # modules of an optional extra ([rl], [nir])
 
 
 def blocks(text: str, language: str) -> list[str]:
@@ -45,6 +46,8 @@ TUTORIALS = sorted((DOCS / "tutorials").glob("plot_*.py"))
     "path", [pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.name in SLOW_TUTORIALS else []) for p in TUTORIALS]
 )
 def test_tutorial_runs(path, quiet_run):
+    for module in EXTRAS.get(path.name, ()):
+        pytest.importorskip(module)
     runpy.run_path(str(path), run_name="__main__")  # each tutorial asserts its own results
 
 

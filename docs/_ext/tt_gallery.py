@@ -7,9 +7,12 @@ ORDER = (
     "plot_first_layer.py",
     "plot_train_classifier.py",
     "plot_tt_train.py",
+    "plot_scaling_out.py",
     "plot_recurrent_clicks.py",
     "plot_online_traces.py",
+    "plot_reflect.py",
     "plot_custom_layer.py",
+    "plot_nir.py",
 )
 
 

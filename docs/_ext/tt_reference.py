@@ -337,9 +337,9 @@ def train_config_md() -> str:
     defaults = group_defaults()
     top_level = yaml.safe_load((configs_dir() / "train.yaml").read_text(encoding="utf-8"))
     out = []
-    top = [[code(k), type_name(f.annotation), show_default(top_level.get(k)) if k in top_level else "", field_default(f)]
-           for k, f in config.model_fields.items() if model_of(f.annotation) is None]
-    out.append("## Top-level keys\n\n" + table(["key", "type", "tt-train default", "Python default"], top)
+    top = [[code(k), type_name(f.annotation), show_default(top_level.get(k)) if k in top_level else "", field_default(f),
+            f.description or ""] for k, f in config.model_fields.items() if model_of(f.annotation) is None]
+    out.append("## Top-level keys\n\n" + table(["key", "type", "tt-train default", "Python default", "meaning"], top)
                + "\n`model` is a [model file](model-file.md) (a `layers` list and its `input_shape`); choose one of "
                  "`configs/model/` with `model=<file>`.\n")
     for name, field in config.model_fields.items():

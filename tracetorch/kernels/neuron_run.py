@@ -33,14 +33,19 @@ StepFn = Callable[[Tensor, Mapping[str, "Tensor | None"], Mapping[str, Tensor], 
 class NeuronRun:
     """One neuron layer's sequence problem, without the module.
 
-    Its fields: ``flags``, the layer's :class:`tracetorch.snn.grammar.Flags` (``dual``, ``synaptic``,
-    ``recurrent``, ``family``, ``fires``, ``ema``, ``ternary``); ``num_neurons`` (``N``) and ``dim``,
-    the neuron dimension of one step's input; ``params``, activated parameter values by name, shaped
-    to broadcast against one step (rank 0 or along ``dim``); ``states``, the held states by name
-    (``None``: zeros); ``param_slots`` / ``state_slots``, the name filling each kernel slot (``None``:
-    unused, zeros); ``step``, one timestep, ``step(x_t, states, params, spike_fn, quant_fn) -> (out,
-    new_states)``; ``spike_fn`` and ``quant_fn``, the firing functions (identity for layers that do
-    not fire); ``label``, the layer, for error messages.
+    Args:
+        flags: the layer's :class:`tracetorch.snn.grammar.Flags` (``dual``, ``synaptic``, ``recurrent``,
+            ``family``, ``fires``, ``ema``, ``ternary``).
+        num_neurons: ``N``, the number of neurons.
+        dim: the neuron dimension of one step's input.
+        params: activated parameter values by name, shaped to broadcast against one step (rank 0 or along ``dim``).
+        states: the held states by name (``None``: zeros).
+        param_slots: the parameter name filling each kernel slot (``None``: unused, zeros).
+        state_slots: the state name filling each kernel slot (``None``: unused, zeros).
+        step: one timestep, ``step(x_t, states, params, spike_fn, quant_fn) -> (out, new_states)``.
+        spike_fn: the surrogate spike function (identity for layers that do not fire).
+        quant_fn: the output quantizer (identity for layers that do not fire).
+        label: the layer, for error messages.
     """
 
     flags: Any

@@ -71,29 +71,30 @@ class DataConfig(_Open):
     ``batch_size`` is the global batch: under torchrun/srun each rank trains on its slice of it.
     """
 
-    name: str | None = "digits"
-    factory: str | None = None
-    batch_size: Int = Field(32, ge=1)
-    eval_batch_size: Int = Field(512, ge=1)
+    name: str | None = Field("digits", description="registered dataset (digits, mnist, nmnist, shd, ...)")
+    factory: str | None = Field(None, description="`pkg.mod:fn` returning the dataset splits; replaces `name`")
+    batch_size: Int = Field(32, ge=1, description="training batch size (global: shared out over the ranks)")
+    eval_batch_size: Int = Field(512, ge=1, description="batch size when evaluating the test split")
 
 
 class EncoderConfig(_Open):
     """``name`` (rate, latency, direct), ``num_steps``; other keys go to the encoder."""
 
-    name: str = "rate"
-    num_steps: Int = Field(20, ge=1)
+    name: str = Field("rate", description="spike encoder: rate, latency, direct (or events for event data)")
+    num_steps: Int = Field(20, ge=1, description="time steps per sample")
 
 
 class OptimConfig(_Open):
     """Optimizer, learning rate and schedule; other keys (``betas``, ``momentum``) go to the optimizer."""
 
-    name: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = Field(3e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    scheduler: Literal["cosine", "step"] | None = "cosine"
-    step_size: Int = Field(10, ge=1)
-    gamma: float = Field(0.1, gt=0)
-    min_lr: float = Field(0.0, ge=0)
+    name: Literal["adamw", "adam", "sgd"] = Field("adamw", description="the torch optimizer")
+    lr: float = Field(3e-3, gt=0, description="learning rate (at the start of the schedule)")
+    weight_decay: float = Field(0.01, ge=0, description="weight decay (decoupled for adamw, L2 for adam and sgd)")
+    scheduler: Literal["cosine", "step"] | None = Field(
+        "cosine", description="per-epoch schedule: cosine annealing to `min_lr` over the epochs, step decay, or null")
+    step_size: Int = Field(10, ge=1, description="`step` schedule: epochs between decays")
+    gamma: float = Field(0.1, gt=0, description="`step` schedule: factor on the learning rate at each decay")
+    min_lr: float = Field(0.0, ge=0, description="`cosine` schedule: the learning rate it ends at")
 
 
 LOGGERS = ("jsonl", "rich", "tensorboard", "mlflow")
@@ -109,27 +110,33 @@ class TrainerConfig(_Closed):
     ``pkg.mod:Rule``. Unset, it is ``tbptt`` when ``detach_every`` is set, else ``bptt``.
     """
 
-    epochs: Int = Field(10, ge=1)
-    learning: str | None = None
-    detach_every: Int | None = Field(None, ge=1)
-    update_every: Int | None = Field(None, ge=1)
-    readout: Literal["mean", "per_step", "last"] = "mean"
-    grad_clip: float | None = Field(1.0, gt=0)
-    device: str = "auto"
-    amp: bool = True
-    resume: str | None = None
-    run_dir: str | None = None
-    checkpoint: bool = True
-    checkpoint_every: Int | None = Field(None, ge=1)
-    keep_checkpoints: Int | None = Field(None, ge=1)
-    nan_policy: Literal["stop", "skip"] = "stop"
-    plots: bool = True
-    progress: bool = True
-    loggers: list[Literal["jsonl", "rich", "tensorboard", "mlflow"]] = Field(default_factory=lambda: ["jsonl", "rich"])
-    mlflow_uri: str | None = None
-    eval_every: Int = Field(1, ge=1)
-    limit_train_batches: Int | None = Field(None, ge=1)
-    limit_test_batches: Int | None = Field(None, ge=1)
+    epochs: Int = Field(10, ge=1, description="passes over the training split")
+    learning: str | None = Field(None, description="learning rule: bptt, tbptt, trace, reflect, a registered rule or "
+                                                   "`pkg.mod:Rule` (null: bptt, or tbptt with `detach_every`)")
+    detach_every: Int | None = Field(None, ge=1, description="tbptt: steps per backward pass (states detached between)")
+    update_every: Int | None = Field(None, ge=1, description="trace: steps per optimizer step (null: once per sequence)")
+    readout: Literal["mean", "per_step", "last"] = Field(
+        "mean", description="loss on the outputs: of their time average, of every step, or of the last step")
+    grad_clip: float | None = Field(1.0, gt=0, description="largest gradient norm (clipped above it); null: no clipping")
+    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda or cuda:N")
+    amp: bool = Field(True, description="mixed precision on CUDA (bfloat16, else float16); ignored on CPU")
+    resume: str | None = Field(None, description="a checkpoint directory to continue from, or auto: the latest in `run_dir`")
+    run_dir: str | None = Field(None, description="where metrics, plots and checkpoints go (tt-train: Hydra's run dir); "
+                                                  "null: nothing written")
+    checkpoint: bool = Field(True, description="write a checkpoint at the end of each epoch")
+    checkpoint_every: Int | None = Field(None, ge=1, description="also write one every this many batches within an epoch")
+    keep_checkpoints: Int | None = Field(None, ge=1, description="keep only the latest this many checkpoints; null: all")
+    nan_policy: Literal["stop", "skip"] = Field(
+        "stop", description="on a non-finite loss: stop with an error naming the layer, or skip the batch")
+    plots: bool = Field(True, description="draw the learning curves and a spike raster in the run dir")
+    progress: bool = Field(True, description="progress bars in the terminal")
+    loggers: list[Literal["jsonl", "rich", "tensorboard", "mlflow"]] = Field(
+        default_factory=lambda: ["jsonl", "rich"], description="where metrics go: jsonl, rich, tensorboard, mlflow")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (null: an mlruns folder beside the run dir)")
+    eval_every: Int = Field(1, ge=1, description="evaluate the test split every this many epochs (and after the last)")
+    limit_train_batches: Int | None = Field(None, ge=1, description="at most this many training batches per epoch "
+                                                                    "(quick checks)")
+    limit_test_batches: Int | None = Field(None, ge=1, description="at most this many batches per evaluation")
 
     @field_validator("device")
     @classmethod
@@ -161,13 +168,14 @@ class TrainerConfig(_Closed):
 class TrainConfig(_Closed):
     """The whole run: ``seed`` plus one section per config group."""
 
-    seed: Int = Field(0, ge=0, le=MAX_SEED)
-    data: DataConfig = DataConfig()
-    encoder: EncoderConfig = EncoderConfig()
-    model: dict[str, Any] = Field(default_factory=default_model)
-    trainer: TrainerConfig = TrainerConfig()
-    optim: OptimConfig = OptimConfig()
-    rl: dict[str, Any] | None = None  # environment, observation coding, REFLECT options (trainer.learning=reflect)
+    seed: Int = Field(0, ge=0, le=MAX_SEED, description="seed of every random number generator of the run")
+    data: DataConfig = Field(DataConfig(), description="the dataset and its batches")
+    encoder: EncoderConfig = Field(EncoderConfig(), description="how samples become spike sequences")
+    model: dict[str, Any] = Field(default_factory=default_model, description="a model file: `layers` and `input_shape`")
+    trainer: TrainerConfig = Field(TrainerConfig(), description="how to train")
+    optim: OptimConfig = Field(OptimConfig(), description="optimizer and learning-rate schedule")
+    rl: dict[str, Any] | None = Field(None, description="environment, observation coding and REFLECT options "
+                                                        "(trainer.learning=reflect): a tracetorch.rl.RLConfig")
 
     @field_validator("model")
     @classmethod
