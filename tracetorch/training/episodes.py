@@ -28,7 +28,7 @@ from tracetorch.training.callbacks import Callback, make_loggers
 from tracetorch.training.config import TrainConfig
 from tracetorch.training.loop import Interrupted, _stop_signals
 from tracetorch.training.metrics import Meter
-from tracetorch.training.rundir import RunDirLock, probe_writable, writing
+from tracetorch.training.rundir import RunDirOwner, writing
 from tracetorch.training.setup import make_optimizer, resolve_device, seed_everything
 
 __all__ = ["EpisodeTrainer", "DEFAULT_CHECKPOINT_EVERY"]
@@ -36,7 +36,7 @@ __all__ = ["EpisodeTrainer", "DEFAULT_CHECKPOINT_EVERY"]
 DEFAULT_CHECKPOINT_EVERY = 50  # episodes
 
 
-class EpisodeTrainer:
+class EpisodeTrainer(RunDirOwner):
     """Train a spiking policy with REFLECT, one episode at a time (see the module docstring)."""
 
     def __init__(self, config: Any, model: nn.Module | None = None) -> None:
@@ -51,10 +51,8 @@ class EpisodeTrainer:
             raise ValueError("trainer.learning=reflect steps one environment at a time on the CPU; use trainer.device=cpu")
         self.rl = RLConfig.from_any({**(cfg.rl or {}), "seed": cfg.seed})
         self.run_dir = Path(cfg.trainer.run_dir) if cfg.trainer.run_dir else None
-        self._lock: RunDirLock | None = None
         if self.run_dir is not None:
-            probe_writable(self.run_dir, self._what_is_safe)
-            self._lock = RunDirLock(self.run_dir).acquire()
+            self.claim_run_dir(self.run_dir, self._what_is_safe)
         try:
             env, encoder, _ = build_env(self.rl)
             env.close()
@@ -85,13 +83,6 @@ class EpisodeTrainer:
     @property
     def global_step(self) -> int:
         return self.driver.learner.updates
-
-    def close(self) -> None:
-        for callback in getattr(self, "callbacks", []):
-            callback.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
     def _what_is_safe(self, err: OSError) -> str:
         return "free space or choose another trainer.run_dir, then continue with trainer.resume=auto"

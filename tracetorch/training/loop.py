@@ -53,7 +53,7 @@ from tracetorch.training.distributed import init_world
 from tracetorch.training.metrics import Meter, SpikeMonitor
 from tracetorch.training.readout import get_readout
 from tracetorch.training.rules import RuleContext, get_rule
-from tracetorch.training.rundir import RunDirLock, probe_writable, writing
+from tracetorch.training.rundir import RunDirOwner, writing
 from tracetorch.training.setup import (
     amp_dtype,
     autocast_context,
@@ -107,7 +107,7 @@ def _stop_signals(flag: dict[str, Any]) -> Iterator[None]:
             signal.signal(s, h)
 
 
-class Trainer:
+class Trainer(RunDirOwner):
     """Train and evaluate a spiking model on a :class:`~tracetorch.data.Splits` dataset.
 
     Args:
@@ -124,10 +124,8 @@ class Trainer:
         self.world = init_world(cfg.trainer.device)
         self.device = self.world.device
         self.run_dir = Path(cfg.trainer.run_dir) if cfg.trainer.run_dir else None
-        self._lock: RunDirLock | None = None
         if self.run_dir is not None and self.world.is_main:
-            probe_writable(self.run_dir, self._what_is_safe)
-            self._lock = RunDirLock(self.run_dir).acquire()
+            self.claim_run_dir(self.run_dir, self._what_is_safe)
         try:
             self._setup(model, splits, callbacks)
         except BaseException:
@@ -182,19 +180,6 @@ class Trainer:
     @global_step.setter
     def global_step(self, value: int) -> None:
         self.step.global_step = value
-
-    def close(self) -> None:
-        """Release the run dir (its lock) and the loggers; :meth:`fit` does it when it ends."""
-        for callback in getattr(self, "callbacks", []):
-            callback.close()
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
-
-    def __del__(self) -> None:
-        lock = getattr(self, "_lock", None)
-        if lock is not None:
-            lock.release()
 
     # ---- helpers ---------------------------------------------------------------------
 

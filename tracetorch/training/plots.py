@@ -54,6 +54,14 @@ def layer_label(path: str, layer: nn.Module) -> str:
     return f"{type(layer).__name__} (layer {path})"
 
 
+def _save(plt: Any, fig: Any, path: str | Path) -> Any:
+    """Lay out, write the PNG and free the figure (it stays inspectable); returns it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return fig
+
+
 def plot_curves(history: list[dict[str, Any]], path: str | Path, *, run_name: str = "",
                 settings: Mapping[str, Any] | None = None) -> Any:
     """Loss and accuracy per epoch, train and test, side by side; returns the ``Figure``.
@@ -75,10 +83,7 @@ def plot_curves(history: list[dict[str, Any]], path: str | Path, *, run_name: st
     title = "  |  ".join(part for part in (run_name, described) if part)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return fig
+    return _save(plt, fig, path)
 
 
 def plot_returns(history: list[dict[str, Any]], path: str | Path, *, run_name: str = "") -> Any:
@@ -95,10 +100,7 @@ def plot_returns(history: list[dict[str, Any]], path: str | Path, *, run_name: s
     ax.legend()
     if run_name:
         ax.set_title(run_name, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return fig
+    return _save(plt, fig, path)
 
 
 def _membrane(layer: nn.Module) -> Tensor | None:
@@ -192,7 +194,4 @@ def plot_raster(spikes: dict[str, Tensor], membrane: tuple[str, Tensor] | None, 
     full = "; ".join(part for part in (title, None if predicted is None else f"predicted {predicted}") if part)
     if full:
         axes[0].set_title(full)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return fig
+    return _save(plt, fig, path)

@@ -34,7 +34,7 @@ from typing import Any
 
 from tracetorch.training.faults import RunDirError
 
-__all__ = ["RunDirLock", "unique_dir", "probe_writable", "writing", "LOCK_NAME"]
+__all__ = ["RunDirLock", "RunDirOwner", "unique_dir", "probe_writable", "writing", "LOCK_NAME"]
 
 LOCK_NAME = ".lock"
 
@@ -73,6 +73,28 @@ class RunDirLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class RunDirOwner:
+    """What a trainer does with its run dir: claim it (checked writable, locked) and let it go with its loggers."""
+
+    _lock: RunDirLock | None = None
+
+    def claim_run_dir(self, run_dir: Path, describe: Callable[[OSError], str] | None = None) -> None:
+        probe_writable(run_dir, describe)
+        self._lock = RunDirLock(run_dir).acquire()
+
+    def close(self) -> None:
+        """Close the loggers (``self.callbacks``) and release the run dir's lock; ``fit`` does it when it ends."""
+        for callback in getattr(self, "callbacks", []):
+            callback.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __del__(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
 
 def unique_dir(path: str | Path) -> Path:
