@@ -284,7 +284,7 @@ def test_validate_prints_the_graph_table_and_writes_a_picture(tmp_path: Path, ca
         assert text in out, text
     dot = (tmp_path / "recurrent_graph.dot").read_text()
     assert '"lif2" -> "feedback" [style=dashed, label="t-1"];' in dot and '"readout" -> "output";' in dot
-    model = tt.build_model(MODELS / "two_branch.yaml", device="meta")
+    model = tt.build_model(MODELS / "two_branch.yaml", input_shape=[1, 8, 8], device="meta")
     assert graph_to_dot(model).count("->") == sum(len(n.inputs) for n in model.graph_nodes) + 1
     if __import__("shutil").which("dot"):
         assert (tmp_path / "recurrent_graph.svg").exists()
