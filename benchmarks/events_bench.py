@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tracetorch.data.event_files import SYNTHETIC, random_events
+from tracetorch.data.event_files import write_synthetic
 from tracetorch.data.events import load_events
 
 # name: (tonic class, events per recording, share of the --samples recordings)
@@ -36,19 +36,9 @@ LOADS = {"nmnist": ("NMNIST", 4000, 1.0), "shd": ("SHD", 5000, 1.0), "dvs_gestur
 
 
 def write(name: str, root: Path, samples: int, events: int) -> int:
-    writer, sensor, classes, duration = SYNTHETIC[name]
-    rng = np.random.default_rng(0)
-    split = {}
-    for part, count in (("train", samples), ("test", max(1, samples // 4))):
-        items = []
-        for index in range(count):
-            ev = random_events(rng, events, sensor, duration)
-            if name == "dvs_gesture":
-                ev["t"] = ev["t"] // 1000 * 1000
-            items.append((ev, index % classes))
-        split[part] = items
-    writer(root, split)
-    return sum(len(v) for v in split.values())
+    """Synthetic recordings in the dataset's own format (train: ``samples``, test: a quarter); how many were written."""
+    written = write_synthetic(name, root, num_train=samples, num_test=max(1, samples // 4), events_per_sample=events)
+    return sum(len(v) for v in written.values())
 
 
 def loading(samples: int, bins: int) -> list[tuple[str, int, int, float, float, float]]:
