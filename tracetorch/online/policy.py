@@ -52,15 +52,20 @@ class PolicyHead:
         raise NotImplementedError
 
 
+def _positive(value: object, what: str) -> float:
+    """``value`` as a float, or ``ValueError`` naming ``what`` when it is not a number above 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{what} must be > 0, got {value!r}")
+    return float(value)
+
+
 class CategoricalHead(PolicyHead):
     """Discrete actions: a softmax over the readout divided by ``temperature``."""
 
     name = "categorical"
 
     def __init__(self, temperature: float = 1.0) -> None:
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
-            raise ValueError(f"categorical policy: temperature must be > 0, got {temperature!r}")
-        self.temperature = float(temperature)
+        self.temperature = _positive(temperature, "categorical policy: temperature")
 
     def _log_probs(self, out: Tensor) -> Tensor:
         return torch.log_softmax(out / self.temperature, dim=-1)
@@ -86,9 +91,7 @@ class GaussianHead(PolicyHead):
     name = "gaussian"
 
     def __init__(self, std: float = 0.5) -> None:
-        if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
-            raise ValueError(f"gaussian policy: std must be > 0, got {std!r}")
-        self.std = float(std)
+        self.std = _positive(std, "gaussian policy: std")
 
     def sample(self, out: Tensor, generator: torch.Generator | None = None) -> Tensor:
         mean = out.detach()

@@ -16,7 +16,6 @@ baseline and the environment's RNG: ``trainer.resume=auto`` continues exactly.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import nn
 from tracetorch.training import checkpoint as ckpt_files
 from tracetorch.training.callbacks import Callback, make_loggers
 from tracetorch.training.config import TrainConfig
-from tracetorch.training.loop import Interrupted, _stop_signals
+from tracetorch.training.loop import Interrupted, stop_signals
 from tracetorch.training.metrics import Meter
 from tracetorch.training.rundir import RunDirOwner, writing
 from tracetorch.training.setup import make_optimizer, resolve_device, seed_everything
@@ -94,7 +93,7 @@ class EpisodeTrainer(RunDirOwner):
         """Run episodes until ``rl.episodes``; a checkpoint every ``checkpoint_every`` episodes and at the end."""
         total = self.rl.episodes
         try:
-            with _stop_signals(self._stop):
+            with stop_signals(self._stop):
                 for callback in self.callbacks:
                     callback.on_fit_start(self)
                 try:
@@ -102,13 +101,12 @@ class EpisodeTrainer(RunDirOwner):
                         if self._stop.get("signum"):
                             path = self.save_checkpoint() if self.run_dir is not None else None
                             raise Interrupted(path, self._stop["signum"])
-                        start = time.perf_counter()
                         chunk = min(self.every - self.driver.episode % self.every, total - self.driver.episode)
                         for _ in range(chunk):
                             self.driver.run_episode()
                             if self._stop.get("signum"):
                                 break
-                        self._end_chunk(time.perf_counter() - start)
+                        self._end_chunk()
                 except KeyboardInterrupt:
                     raise Interrupted(None, signal.SIGINT, self._last_checkpoint()) from None
             summary = self.summary()
@@ -123,7 +121,7 @@ class EpisodeTrainer(RunDirOwner):
         finally:
             self.close()
 
-    def _end_chunk(self, seconds: float) -> None:
+    def _end_chunk(self) -> None:
         for callback in self.callbacks:  # the jsonl sink writes every episode's record; the console the last one
             callback.on_epoch_end(self, self.history[-1])
         if self.run_dir is not None and self.config.trainer.checkpoint:
@@ -172,7 +170,8 @@ class EpisodeTrainer(RunDirOwner):
         from tracetorch.training.resume import load_weights
 
         if where == "auto":
-            assert self.run_dir is not None, "trainer.resume=auto needs a run dir"
+            if self.run_dir is None:
+                raise ckpt_files.CheckpointError("trainer.resume=auto needs trainer.run_dir (the run to continue)")
             found = ckpt_files.latest_checkpoint(self.run_dir)
             if found is None:
                 return None
@@ -202,10 +201,10 @@ def evaluate_episodes(checkpoint: str | Path, episodes: int | None = None) -> di
     from tracetorch.rl import evaluate_greedy
     from tracetorch.rl.config import RLConfig
     from tracetorch.rl.driver import build_env
-    from tracetorch.training.resume import _trusted_config, find_checkpoint, load_weights
+    from tracetorch.training.resume import find_checkpoint, load_weights, trusted_config
 
     ckpt = ckpt_files.load_checkpoint(find_checkpoint(checkpoint))
-    config = _trusted_config(ckpt, None)
+    config = trusted_config(ckpt, None)
     rl = RLConfig.from_any({**(config.get("rl") or {}), "seed": config.get("seed", 0)})
     env, encoder, _ = build_env(rl)
     env.close()

@@ -66,7 +66,7 @@ from tracetorch.training.setup import (
 )
 from tracetorch.training.step import OptimizerStep
 
-__all__ = ["Trainer", "train", "Interrupted"]
+__all__ = ["Trainer", "train", "Interrupted", "stop_signals"]
 
 STREAM_ORDER, STREAM_TRAIN, STREAM_TEST, STREAM_PLOT = 0, 1, 2, 3
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -88,7 +88,7 @@ class _StopRequested(Exception):
 
 
 @contextmanager
-def _stop_signals(flag: dict[str, Any]) -> Iterator[None]:
+def stop_signals(flag: dict[str, Any]) -> Iterator[None]:
     """SIGINT and SIGTERM set ``flag['signum']``; the loop stops at the next batch boundary. A second SIGINT stops now."""
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -338,7 +338,7 @@ class Trainer(RunDirOwner):
         Ctrl-C or SIGTERM stops at the next batch boundary with a checkpoint (raises :class:`Interrupted`).
         """
         try:
-            with _stop_signals(self._stop):
+            with stop_signals(self._stop):
                 self._emit("on_fit_start")
                 try:
                     while self.epoch < self.config.trainer.epochs:

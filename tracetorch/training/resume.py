@@ -28,7 +28,7 @@ from tracetorch.training.config import CALLABLE_KEYS, check_untrusted
 from tracetorch.training.faults import config_differences, restore_states, snapshot_states
 from tracetorch.training.metrics import Meter
 
-__all__ = ["resume", "find_checkpoint", "evaluate_checkpoint", "load_trained", "load_weights"]
+__all__ = ["resume", "find_checkpoint", "evaluate_checkpoint", "load_trained", "load_weights", "trusted_config"]
 
 log = logging.getLogger("tracetorch.training")
 
@@ -163,7 +163,7 @@ def _overridden_keys(overrides: dict[str, Any] | list[str] | None) -> set[str]:
     return out
 
 
-def _trusted_config(ckpt: Checkpoint, overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+def trusted_config(ckpt: Checkpoint, overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
     """The checkpoint's config with callables the caller names themselves taken from the caller, checked."""
     import copy
 
@@ -207,7 +207,7 @@ def _trainer_for(path: str | Path, overrides: dict[str, Any] | list[str] | None,
     from tracetorch.training.loop import Trainer
 
     ckpt = ckpt_files.load_checkpoint(find_checkpoint(path, best))
-    config = _apply_overrides(_trusted_config(ckpt, overrides), overrides)
+    config = _apply_overrides(trusted_config(ckpt, overrides), overrides)
     config["trainer"].update(resume=None, run_dir=None, loggers=[])
     trainer = Trainer(config, model=model)
     load_weights(trainer.model, ckpt, trainer.saved_config(), trainer.device)
@@ -245,7 +245,7 @@ def load_trained(path: str | Path, best: bool = False, device: str | torch.devic
     import tracetorch
 
     ckpt = ckpt_files.load_checkpoint(find_checkpoint(path, best))
-    config = _trusted_config(ckpt, None)
+    config = trusted_config(ckpt, None)
     spec = config.get("model")
     if not isinstance(spec, dict) or "layers" not in spec:
         raise CheckpointError(f"{ckpt.path / 'config.yaml'}: the checkpoint records no model spec (a model from a "
