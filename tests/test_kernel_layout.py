@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tracetorch.kernels.fused import FAMILY_CODES, QUANT_CODES
+from tracetorch.kernels.fused import FAMILY_CODES, QUANT_CODES, STATE_ROWS
 from tracetorch.snn.grammar import FAMILIES, PARAM_SLOTS, STATE_SLOTS, layer_names, param_slot_names, parse
 
 KERNELS = Path(__file__).resolve().parents[1] / "tracetorch" / "kernels"
@@ -119,3 +119,22 @@ def test_every_name_of_the_parameter_table_has_a_slot() -> None:
         flags = parse(name)
         assert sorted(n for n in param_slot_names(flags) if n) == sorted(s.name for s in param_specs(flags)), name
         assert sorted(n for n in state_slot_names(flags) if n) == sorted(state_names(flags)), name
+
+
+def test_state_rows_is_the_number_of_state_slots() -> None:
+    assert STATE_ROWS == len(STATE_SLOTS)
+
+
+@pytest.mark.parametrize("name", layer_names())
+def test_the_compiled_kernel_reads_exactly_the_slots_the_layer_fills(name: str) -> None:
+    from tracetorch.kernels import cpu
+    from tracetorch.kernels.fused import Meta
+    from tracetorch.snn.grammar import state_slot_names
+
+    if not cpu.available():
+        pytest.skip("no C++ compiler: the compiled kernels are not built")
+    flags = parse(name)
+    meta = Meta(flags, "identity", 1.0, 1, 1, need_x=False)
+    params, states = cpu.CpuBackend(cpu.load()).slots(meta)
+    assert [bool(params >> k & 1) for k in range(len(PARAM_SLOTS))] == [n is not None for n in param_slot_names(flags)]
+    assert [bool(states >> k & 1) for k in range(len(STATE_SLOTS))] == [n is not None for n in state_slot_names(flags)]

@@ -328,19 +328,31 @@ class CpuBackend:
     def __init__(self, ops: Any) -> None:
         self.ops = ops
 
-    def forward(self, x: Tensor, params: Tensor, init: Tensor, uniforms: Tensor | None, meta: Meta,
+    def forward(self, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None, meta: Meta,
                 save: bool) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, f, q = meta.codes
-        u = uniforms if uniforms is not None else x.new_empty(0)
-        out, final, saved = self.ops.neuron_forward(x, params.contiguous(), init.contiguous(), u, d, s, r, f, q, meta.step,
-                                                meta.num_neurons, meta.inner, save)
+        empty = x.new_empty(0)
+        out, final, saved = self.ops.neuron_forward(x, params.contiguous(), _or(init, empty), _or(uniforms, empty), d, s,
+                                                    r, f, q, meta.step, meta.num_neurons, meta.inner, save)
         return out, final, saved
 
-    def backward(self, grad_out: Tensor, grad_final: Tensor, x: Tensor | None, params: Tensor, init: Tensor,
-                 uniforms: Tensor | None, saved: Tensor, meta: Meta) -> tuple[Tensor, Tensor, Tensor]:
+    def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
+                 init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
+                 init_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, f, q = meta.codes
         empty = params.new_empty(0)
-        gx, gp, gi = self.ops.neuron_backward(grad_out, grad_final, empty if x is None else x, params.contiguous(),
-                                          init.contiguous(), empty if uniforms is None else uniforms, saved, d, s, r, f,
-                                          q, meta.step, meta.num_neurons, meta.inner)
+        gx, gp, gi = self.ops.neuron_backward(grad_out, _or(grad_final, empty), _or(x, empty), params.contiguous(),
+                                              _or(init, empty), _or(uniforms, empty), saved, d, s, r, f, q, meta.step,
+                                              meta.num_neurons, meta.inner, init_grad and init is not None)
         return gx, gp, gi
+
+    def slots(self, meta: Meta) -> tuple[int, int]:
+        """The kernel's bit masks of the parameter and state slots this layer kind reads (bit k: slot k)."""
+        d, s, r, f, _ = meta.codes
+        params, states = self.ops.neuron_slots(d, s, r, f)
+        return params, states
+
+
+def _or(tensor: Tensor | None, empty: Tensor) -> Tensor:
+    """``tensor`` made contiguous, or ``empty`` (the kernels' "none": zeros) when it is ``None``."""
+    return empty if tensor is None else tensor.contiguous()

@@ -12,8 +12,12 @@ connected to the graph exactly like the outputs.
 
 A backend is an object with ``forward(x, params, init, uniforms, meta, save)`` returning
 ``(out, final, saved)`` and ``backward(grad_out, grad_final, x, params, init, uniforms, saved,
-meta)`` returning ``(grad_x, grad_params_per_element [13, M], grad_init)``; ``grad_out`` has ``T`` rows, or
-one row when the output gradient is the same at every step (it is then not materialized ``T`` times).
+meta, init_grad)`` returning ``(grad_x, grad_params, grad_init)``. ``init`` is ``None`` when the
+layer holds no states (zeros), ``grad_final`` ``None`` when the final states get no gradient;
+``grad_out`` has ``T`` rows, or one row when the output gradient is the same at every step (it is
+then not materialized ``T`` times). ``grad_params`` is ``[13, N]`` (summed over the batch) or
+per element ``[13, M]`` (summed here); ``grad_init`` is only read when ``init_grad``. Rows of slots
+a layer does not use may hold anything in ``final`` and ``grad_init``.
 """
 
 from __future__ import annotations
@@ -27,11 +31,13 @@ from torch import Tensor
 
 from tracetorch.kernels.neuron_run import NeuronRun
 
-__all__ = ["QUANT_CODES", "FAMILY_CODES", "Meta", "Backend", "fused_run"]
+__all__ = ["QUANT_CODES", "FAMILY_CODES", "STATE_ROWS", "Meta", "Backend", "fused_run"]
 
 FAMILY_CODES = {"LI": 0, "LIEMA": 1, "LIB": 2, "LIT": 3, "LITS": 4}
 QUANT_CODES = {"identity": 0, "round": 1, "stochastic_round": 2, "probabilistic": 3}
 """The kernels' codes for the family and the quantizer (``enum Family`` / ``enum Quant`` in ``neuron_kernels.h``)."""
+STATE_ROWS = 7
+"""Rows of the ``[7, M]`` states block: ``len(tracetorch.snn.grammar.STATE_SLOTS)`` (tests/test_kernel_layout.py checks)."""
 
 
 @dataclass(frozen=True)
@@ -52,16 +58,17 @@ class Meta:
 
 
 class Backend(Protocol):
-    def forward(self, x: Tensor, params: Tensor, init: Tensor, uniforms: Tensor | None, meta: Meta,
+    def forward(self, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None, meta: Meta,
                 save: bool) -> tuple[Tensor, Tensor, Tensor]: ...
 
-    def backward(self, grad_out: Tensor, grad_final: Tensor, x: Tensor | None, params: Tensor, init: Tensor,
-                 uniforms: Tensor | None, saved: Tensor, meta: Meta) -> tuple[Tensor, Tensor, Tensor]: ...
+    def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
+                 init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
+                 init_grad: bool) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
 class _FusedSequence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x: Tensor, params: Tensor, init: Tensor, uniforms: Tensor | None,  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None,  # type: ignore[override]
                 meta: Meta, backend: Backend, save: bool) -> tuple[Tensor, Tensor]:
         out, final, saved = backend.forward(x, params, init, uniforms, meta, save)
         if save:
@@ -74,16 +81,17 @@ class _FusedSequence(torch.autograd.Function):
         x, params, init, uniforms, saved = ctx.saved_tensors
         meta: Meta = ctx.meta
         if grad_out is None:
-            grad_out = torch.zeros((1, init.shape[1]), dtype=init.dtype, device=init.device)
+            grad_out = params.new_zeros((1, saved.shape[-1]))
         elif grad_out.stride(0) == 0:  # the same at every step (e.g. a loss on out.mean(0)): pass one row
             grad_out = grad_out[:1].contiguous()
         else:
             grad_out = grad_out.contiguous()
-        grad_final = torch.zeros_like(init) if grad_final is None else grad_final.contiguous()
-        gx, gp, gi = ctx.backend.backward(grad_out, grad_final, x, params, init, uniforms, saved, meta)
+        grad_final = None if grad_final is None else grad_final.contiguous()
+        init_grad = ctx.needs_input_grad[2]
+        gx, gp, gi = ctx.backend.backward(grad_out, grad_final, x, params, init, uniforms, saved, meta, init_grad)
         n, inner = meta.num_neurons, meta.inner
-        gparams = gp.view(gp.shape[0], -1, n, inner).sum(dim=(1, 3))
-        return gx, gparams, gi, None, None, None, None
+        gparams = gp if gp.shape[1] == n else gp.view(gp.shape[0], -1, n, inner).sum(dim=(1, 3))
+        return gx, gparams, gi if init_grad else None, None, None, None, None
 
 
 def fused_run(run: NeuronRun, x_seq: Tensor, uniforms: Tensor | None, backend: Backend,
@@ -99,13 +107,16 @@ def fused_run(run: NeuronRun, x_seq: Tensor, uniforms: Tensor | None, backend: B
     x = x_seq.reshape(steps, m).contiguous()
     zeros_n = torch.zeros(n, dtype=dtype, device=device)
     params = torch.stack([zeros_n if name is None else run.params[name].reshape(-1).expand(n) for name in run.param_slots])
-    zeros_m = torch.zeros(m, dtype=dtype, device=device)
     held = [None if name is None else run.states.get(name) for name in run.state_slots]
-    init = torch.stack([zeros_m if value is None else value.reshape(m) for value in held])
+    init = None
+    if any(value is not None for value in held):
+        zeros_m = torch.zeros(m, dtype=dtype, device=device)
+        init = torch.stack([zeros_m if value is None else value.reshape(m) for value in held])
     u = None if uniforms is None else uniforms.reshape(steps, uniforms.shape[1], m).contiguous()
     step = float(getattr(run.quant_fn, "step_size", 1.0))
     meta = Meta(flags, quant, step, n, inner, need_x=flags.synaptic or flags.ema or flags.dual)
-    save = torch.is_grad_enabled() and (x.requires_grad or params.requires_grad or init.requires_grad)
+    save = torch.is_grad_enabled() and (x.requires_grad or params.requires_grad
+                                        or (init is not None and init.requires_grad))
     out, final = _FusedSequence.apply(x, params, init, u, meta, backend, save)
     states = {name: final[k].view(step_shape) for k, name in enumerate(run.state_slots) if name is not None}
     return out.view(steps, *step_shape), states

@@ -30,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 namespace tracetorch_neuron {
 
@@ -151,6 +152,35 @@ constexpr int rec_slot(bool d, bool sy) { return sy ? trace_rows(d) : 0; }
 constexpr int mem_slot(bool d, bool sy, bool r) { return rec_slot(d, sy) + (r ? trace_rows(d) : 0); }
 constexpr int saved_slots(bool d, bool sy, bool r) { return mem_slot(d, sy, r) + trace_rows(d); }
 
+// The slots a layer kind reads: the others are never loaded, stored or reduced. The grammar's
+// param_slot_names / state_slot_names name the same ones (tests/test_kernel_layout.py checks,
+// through the neuron_slots op).
+constexpr bool param_used(int k, bool d, bool sy, bool r, int f) {
+  switch (k) {
+    case P_A: return sy;
+    case P_NA: return sy && d;
+    case P_B: return true;
+    case P_NB: return d;
+    case P_G: case P_W: return r;
+    case P_NG: case P_NW: return r && d;
+    case P_TH: case P_BIAS: return f >= LIB;
+    case P_NTH: return f >= LIT;
+    case P_PSC: case P_NSC: return f == LITS;
+    default: return false;
+  }
+}
+constexpr bool state_used(int k, bool d, bool sy, bool r) {
+  switch (k) {
+    case S_SYN: return sy;
+    case S_NSYN: return sy && d;
+    case S_REC: case S_PREV: return r;
+    case S_NREC: return r && d;
+    case S_MEM: return true;
+    case S_NMEM: return d;
+    default: return false;
+  }
+}
+
 // spike values of one step from the membrane before reset (h) and the uniforms
 template <typename T, int F> struct Fire {
   T sgp = T(0), sp = T(0), sgn = T(0), sn = T(0);
@@ -189,6 +219,48 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   static constexpr int S = saved_slots(D, SY, R);  // saved rows per step
   static constexpr int KR = rec_slot(D, SY);
   static constexpr int KM = mem_slot(D, SY, R);
+
+  static constexpr bool uses_param(int k) { return param_used(k, D, SY, R, F); }
+  static constexpr bool uses_state(int k) { return state_used(k, D, SY, R); }
+
+  // Copy the used rows of a block: params [NP, N] by neuron into pv, states [NS, M] (or zeros when
+  // src is null) into st. The neuron index advances with the element (no division per element).
+  static void load_block(const Shape& sh, int64_t e0, int64_t cnt, const T* prm, const T* src, T (*pv)[BLK],
+                         T (*st)[BLK]) {
+    int64_t n = (e0 / sh.inner) % sh.N, r = e0 % sh.inner;
+    for (int64_t j = 0; j < cnt; ++j) {
+      for (int k = 0; k < NP; ++k)
+        if (uses_param(k)) pv[k][j] = prm[k * sh.N + n];
+      if (++r == sh.inner) {
+        r = 0;
+        if (++n == sh.N) n = 0;
+      }
+    }
+    for (int k = 0; k < NS; ++k)
+      if (uses_state(k)) {
+        if (src) std::copy(src + k * sh.M + e0, src + k * sh.M + e0 + cnt, st[k]);
+        else std::fill(st[k], st[k] + cnt, T(0));
+      }
+  }
+
+  // The used state rows of a block back into dst [NS, M].
+  static void store_states(const Shape& sh, int64_t e0, int64_t cnt, const T (*st)[BLK], T* dst) {
+    for (int k = 0; k < NS; ++k)
+      if (uses_state(k)) std::copy(st[k], st[k] + cnt, dst + k * sh.M + e0);
+  }
+
+  // Add a block's per-element parameter gradients gp into acc [NP, N] by neuron.
+  static void reduce_params(const Shape& sh, int64_t e0, int64_t cnt, const T (*gp)[BLK], T* acc) {
+    int64_t n = (e0 / sh.inner) % sh.N, r = e0 % sh.inner;
+    for (int64_t j = 0; j < cnt; ++j) {
+      for (int k = 0; k < NP; ++k)
+        if (uses_param(k)) acc[k * sh.N + n] += gp[k][j];
+      if (++r == sh.inner) {
+        r = 0;
+        if (++n == sh.N) n = 0;
+      }
+    }
+  }
 
   // The traces of element j in one step's saved rows sv ([S, M]); those the layer lacks stay as they are.
   static inline void saved_traces(const T* sv, int64_t M, int64_t j, T& syn, T& nsyn, T& rec, T& nrec) {
@@ -233,11 +305,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t e0 = blk * BLK;
         const int64_t cnt = std::min(BLK, sh.M - e0);
-        for (int64_t j = 0; j < cnt; ++j) {
-          const int64_t n = ((e0 + j) / sh.inner) % sh.N;
-          for (int k = 0; k < NP; ++k) pv[k][j] = prm[k * sh.N + n];
-          for (int k = 0; k < NS; ++k) st[k][j] = init[k * sh.M + e0 + j];
-        }
+        load_block(sh, e0, cnt, prm, init, pv, st);
         const int64_t svs = sav ? sh.M : BLK;  // stride between saved slots
         for (int64_t t = 0; t < sh.T; ++t) {
           const T* __restrict xt = x + t * sh.M + e0;
@@ -316,8 +384,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
             ot[j] = o;
           }
         }
-        for (int k = 0; k < NS; ++k)
-          for (int64_t j = 0; j < cnt; ++j) fin[k * sh.M + e0 + j] = st[k][j];
+        store_states(sh, e0, cnt, st, fin);
       }
     });
   }
@@ -327,7 +394,16 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
                        T step, const T* sav, T* gx, T* gprm, T* ginit) {
     const Q qz_call(q, step);
     const int64_t nblocks = (sh.M + BLK - 1) / BLK;
-    at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
+    // A fixed split into chunks, each summing its parameter gradients into its own [NP, N] rows,
+    // added up in chunk order afterwards: the result does not depend on thread timing.
+    const int64_t nchunks = std::max<int64_t>(
+        1, std::min<int64_t>(at::get_num_threads(), (nblocks + grain(sh) - 1) / grain(sh)));
+    const int64_t per_chunk = (nblocks + nchunks - 1) / nchunks;
+    std::vector<T> acc(nchunks * NP * sh.N, T(0));
+    at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
+     for (int64_t chunk = c0; chunk < c1; ++chunk) {
+      const int64_t b0 = chunk * per_chunk, b1 = std::min(nblocks, b0 + per_chunk);
+      T* chunk_acc = acc.data() + chunk * NP * sh.N;
       const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
       Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1);
       T(*__restrict ga)[BLK] = ga_rows.get();
@@ -339,14 +415,12 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t e0 = blk * BLK;
         const int64_t cnt = std::min(BLK, sh.M - e0);
-        for (int64_t j = 0; j < cnt; ++j) {
-          const int64_t n = ((e0 + j) / sh.inner) % sh.N;
-          for (int k = 0; k < NP; ++k) {
-            pv[k][j] = prm[k * sh.N + n];
-            gp[k][j] = T(0);
-          }
-          for (int k = 0; k < NS; ++k) ga[k][j] = gfin[k * sh.M + e0 + j];
-        }
+        load_block(sh, e0, cnt, prm, gfin, pv, ga);
+        for (int k = 0; k < NP; ++k)
+          if (uses_param(k)) std::fill(gp[k], gp[k] + cnt, T(0));
+        // the initial states, or zeros when none are held
+        const T* ini[NS];
+        for (int k = 0; k < NS; ++k) ini[k] = init ? init + k * sh.M + e0 : zeros;
         if constexpr (FIRES) {  // spike probabilities of the last step
           const T* svt = sav + (sh.T - 1) * S * sh.M + e0;
   #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
@@ -362,7 +436,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
         auto step_back = [&](int64_t t, auto first) {
           constexpr bool FIRST = decltype(first)::value;
           const T* __restrict svt = sav + t * S * sh.M + e0;
-          const T* __restrict svp = FIRST ? init + e0 : sav + (t - 1) * S * sh.M + e0;
+          const T* __restrict svp = FIRST ? zeros : sav + (t - 1) * S * sh.M + e0;
           const T* __restrict xt = x ? x + t * sh.M + e0 : zeros;
           const T* __restrict got = gout + t * sh.gout_tstride + e0;
           const T* __restrict ut0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
@@ -385,13 +459,15 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
             T syn0 = T(0), nsyn0 = T(0), rec0 = T(0), nrec0 = T(0), prev = T(0), mem0, nmem0 = T(0);
             Fire<T, F> fp;  // previous step's spikes
             if constexpr (FIRST) {
-              syn0 = svp[S_SYN * sh.M + j];
-              nsyn0 = svp[S_NSYN * sh.M + j];
-              rec0 = svp[S_REC * sh.M + j];
-              nrec0 = svp[S_NREC * sh.M + j];
-              prev = svp[S_PREV * sh.M + j];
-              mem0 = svp[S_MEM * sh.M + j];
-              nmem0 = svp[S_NMEM * sh.M + j];
+              if constexpr (SY) syn0 = ini[S_SYN][j];
+              if constexpr (SY && D) nsyn0 = ini[S_NSYN][j];
+              if constexpr (R) {
+                rec0 = ini[S_REC][j];
+                prev = ini[S_PREV][j];
+              }
+              if constexpr (R && D) nrec0 = ini[S_NREC][j];
+              mem0 = ini[S_MEM][j];
+              if constexpr (D) nmem0 = ini[S_NMEM][j];
             } else {
               saved_traces(svp, sh.M, j, syn0, nsyn0, rec0, nrec0);
               mem0 = svp[KM * sh.M + j];
@@ -516,12 +592,18 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
         };
         for (int64_t t = sh.T - 1; t >= 1; --t) step_back(t, std::false_type{});
         step_back(0, std::true_type{});
-        for (int64_t j = 0; j < cnt; ++j) {
-          for (int k = 0; k < NS; ++k) ginit[k * sh.M + e0 + j] = ga[k][j];
-          for (int k = 0; k < NP; ++k) gprm[k * sh.M + e0 + j] = gp[k][j];
-        }
+        if (ginit) store_states(sh, e0, cnt, ga, ginit);
+        reduce_params(sh, e0, cnt, gp, chunk_acc);
       }
+     }
     });
+    for (int k = 0; k < NP; ++k)
+      for (int64_t n = 0; n < sh.N; ++n) {
+        T total = T(0);
+        if (uses_param(k))
+          for (int64_t c = 0; c < nchunks; ++c) total += acc[(c * NP + k) * sh.N + n];
+        gprm[k * sh.N + n] = total;
+      }
   }
 };
 

@@ -14,7 +14,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from tracetorch.kernels.fused import Meta
+from tracetorch.kernels.fused import STATE_ROWS, Meta
 
 __all__ = ["TritonBackend"]
 
@@ -486,13 +486,19 @@ def _layout(meta: Meta) -> dict[str, int]:
     return {"S": km + width, "KR": kr, "KM": km}
 
 
+def _states_or_zeros(states: Tensor | None, like: Tensor) -> Tensor:
+    """``states`` ``[7, M]``, or zeros of that shape for ``None`` (the Triton kernels always read all slots)."""
+    return like.new_zeros(STATE_ROWS, like.shape[-1]) if states is None else states
+
+
 class TritonBackend:
     """:class:`tracetorch.kernels.fused.Backend` running the Triton kernels above."""
 
-    def forward(self, x: Tensor, params: Tensor, init: Tensor, uniforms: Tensor | None, meta: Meta,
+    def forward(self, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None, meta: Meta,
                 save: bool) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, fam, q = meta.codes
         steps, m = x.shape
+        init = _states_or_zeros(init, x)
         lay = _layout(meta)
         out = x.new_empty(steps, m)
         final = init.new_empty(init.shape)
@@ -505,10 +511,12 @@ class TritonBackend:
                               DUAL=d, SYN=s, REC=r, FAM=fam, Q=q, DRAWS=draws, SAVE=save, BLOCK=BLOCK, **lay)
         return out, final, saved
 
-    def backward(self, grad_out: Tensor, grad_final: Tensor, x: Tensor | None, params: Tensor, init: Tensor,
-                 uniforms: Tensor | None, saved: Tensor, meta: Meta) -> tuple[Tensor, Tensor, Tensor]:
+    def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
+                 init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
+                 init_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, fam, q = meta.codes
         steps, m = saved.shape[0], grad_out.shape[1]
+        init, grad_final = _states_or_zeros(init, grad_out), _states_or_zeros(grad_final, grad_out)
         gx = grad_out.new_empty(steps, m)
         gprm = grad_out.new_empty(params.shape[0], m)
         ginit = init.new_empty(init.shape)
