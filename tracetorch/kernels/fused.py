@@ -71,6 +71,7 @@ class _FusedSequence(torch.autograd.Function):
     def forward(ctx: Any, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None,  # type: ignore[override]
                 meta: Meta, backend: Backend, save: bool) -> tuple[Tensor, Tensor]:
         out, final, saved = backend.forward(x, params, init, uniforms, meta, save)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not a tensor of zeros
         if save:
             ctx.save_for_backward(x if meta.need_x else None, params, init, uniforms, saved)
         ctx.meta, ctx.backend = meta, backend
