@@ -4,6 +4,8 @@
 //   without values); an empty result when x holds anything else or is denser than asked.
 // * event_linear_forward: out[r] = bias + sum over the ones k of row r of W^T[k]  (= x W^T + b).
 // * event_linear_grad_weight: grad W^T[k] = sum over the rows r with x[r, k] = 1 of grad_out[r].
+// * event_conv2d_grad_weight: the weight gradient of a Conv2d from the index of its input's ones.
+// * max_pool2d_planes (+ _backward): max pooling with a one-byte argmax per output.
 // * bernoulli_spikes: out[t, m] = 1 if u(seed, t * M + m) < p[m] else 0, with u a counter-based
 //   hash of the element's index into [0, 1) (24 bits): the same values whatever the thread count,
 //   and the same as tracetorch/kernels/spike_draws.py computes with torch ops.
@@ -20,13 +22,17 @@
 #endif
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <limits>
+#include <utility>
 #include <cstring>
 #include <vector>
 
 namespace {
 
 constexpr int64_t ROW_GRAIN = 16;
+constexpr int64_t CONV_CHUNKS = 32;  // sample chunks of the conv weight gradient (fixed: see there)
 
 void check_float(const at::Tensor& t, const char* name, int64_t dims) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kFloat && t.dim() == dims,
@@ -232,6 +238,158 @@ at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& 
   return gw;
 }
 
+// One axis of a convolution: for every input position, the (kernel tap, output position) pairs
+// whose window covers it, found once per call (no division in the event loop).
+struct AxisTaps {
+  std::vector<int32_t> start, tap, out;  // pairs of position p: [start[p], start[p + 1])
+  AxisTaps(int64_t in, int64_t out_size, int64_t kernel, int64_t stride, int64_t pad, int64_t dil) : start(in + 1, 0) {
+    std::vector<std::vector<std::pair<int32_t, int32_t>>> at_pos(in);
+    for (int64_t k = 0; k < kernel; ++k)
+      for (int64_t o = 0; o < out_size; ++o) {
+        const int64_t p = o * stride + k * dil - pad;
+        if (p >= 0 && p < in) at_pos[p].emplace_back(static_cast<int32_t>(k), static_cast<int32_t>(o));
+      }
+    for (int64_t p = 0; p < in; ++p) {
+      start[p + 1] = start[p] + static_cast<int32_t>(at_pos[p].size());
+      for (const auto& [k, o] : at_pos[p]) {
+        tap.push_back(k);
+        out.push_back(o);
+      }
+    }
+  }
+};
+
+// (indptr, indices) of x [B, Cin * H * W] (the ones of each sample), grad_out [B, Cout, OH, OW]
+// -> grad W in [Cin, KH, KW, Cout] order:
+//   grad W[ci, ki, kj] = sum over the ones (b, ci, py, px) whose window position
+//   (oy, ox) = ((py + pad - ki * dil) / stride, likewise) is whole and in range, of grad_out[b, :, oy, ox].
+// Each sample's grad_out is transposed to [OH * OW, Cout] in a local buffer, so that every term is
+// a contiguous row. Samples are split into a fixed number of chunks, each summing into its own
+// rows, added in chunk order: the result depends neither on thread timing nor on the thread count.
+at::Tensor event_conv2d_grad_weight(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& grad_out,
+                                    int64_t in_channels, at::IntArrayRef in_size, at::IntArrayRef kernel,
+                                    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+  check_index(indptr, indices);
+  check_float(grad_out, "grad_out", 4);
+  TORCH_CHECK(in_size.size() == 2 && kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
+                  dilation.size() == 2,
+              "traceTorch event kernel: in_size, kernel, stride, padding and dilation need two values each");
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 && dilation[1] > 0 && kernel[0] > 0 && kernel[1] > 0,
+              "traceTorch event kernel: bad convolution geometry");
+  const int64_t B = indptr.size(0) - 1, Cout = grad_out.size(1), OH = grad_out.size(2), OW = grad_out.size(3);
+  const int64_t H = in_size[0], W = in_size[1], KH = kernel[0], KW = kernel[1];
+  TORCH_CHECK(grad_out.size(0) == B, "traceTorch event kernel: grad_out has ", grad_out.size(0), " samples, expected ", B);
+  const AxisTaps ty(H, OH, KH, stride[0], padding[0], dilation[0]), tx(W, OW, KW, stride[1], padding[1], dilation[1]);
+  const int64_t plane = H * W, taps = in_channels * KH * KW, outs = OH * OW;
+  const int64_t* ip = indptr.const_data_ptr<int64_t>();
+  const int32_t* ix = indices.const_data_ptr<int32_t>();
+  const float* go = grad_out.const_data_ptr<float>();
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(B, CONV_CHUNKS));
+  const int64_t per_chunk = (B + chunks - 1) / chunks;
+  std::vector<float> acc(chunks * taps * Cout, 0.0f);
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<float> rows(outs * Cout);
+    for (int64_t c = c0; c < c1; ++c) {
+      float* a = acc.data() + c * taps * Cout;
+      for (int64_t b = c * per_chunk; b < std::min(B, (c + 1) * per_chunk); ++b) {
+        const float* gb = go + b * Cout * outs;
+        for (int64_t o = 0; o < Cout; ++o)
+          for (int64_t q = 0; q < outs; ++q) rows[q * Cout + o] = gb[o * outs + q];
+        int64_t ci = -1, next_plane = 0;  // the indices of a sample are increasing: track the channel
+        for (int64_t j = ip[b]; j < ip[b + 1]; ++j) {
+          const int64_t e = ix[j];
+          while (e >= next_plane) {
+            ++ci;
+            next_plane += plane;
+          }
+          const int64_t rest = e - ci * plane, py = rest / W, px = rest - py * W;
+          for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u) {
+            float* wrow = a + (ci * KH + ty.tap[u]) * KW * Cout;
+            const float* grow = rows.data() + ty.out[u] * OW * Cout;
+            for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v) {
+              float* w = wrow + tx.tap[v] * Cout;
+              const float* g = grow + tx.out[v] * Cout;
+              for (int64_t o = 0; o < Cout; ++o) w[o] += g[o];
+            }
+          }
+        }
+      }
+    }
+  });
+  auto gw = at::empty({taps, Cout}, grad_out.options());
+  float* pg = gw.mutable_data_ptr<float>();
+  std::copy(acc.begin(), acc.begin() + taps * Cout, pg);
+  for (int64_t c = 1; c < chunks; ++c)
+    for (int64_t k = 0; k < taps * Cout; ++k) pg[k] += acc[c * taps * Cout + k];
+  return gw;
+}
+
+// Max pooling over the planes of x [P, H, W] (no padding, dilation 1): out [P, OH, OW] and the
+// position of each maximum within its window (uint8, row-major in the window). Ties and NaNs
+// follow torch's CPU kernel: a later value wins when it is greater or NaN.
+std::vector<at::Tensor> max_pool2d_planes(const at::Tensor& x, at::IntArrayRef kernel, at::IntArrayRef stride) {
+  check_float(x, "x", 3);
+  TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && kernel[0] > 0 && kernel[1] > 0 && stride[0] > 0 &&
+                  stride[1] > 0 && kernel[0] * kernel[1] <= 256,
+              "traceTorch pooling kernel: two positive kernel sizes (at most 256 taps) and strides");
+  const int64_t P = x.size(0), H = x.size(1), W = x.size(2), kh = kernel[0], kw = kernel[1];
+  TORCH_CHECK(H >= kh && W >= kw, "traceTorch pooling kernel: input smaller than the window");
+  const int64_t sh = stride[0], sw = stride[1], OH = (H - kh) / sh + 1, OW = (W - kw) / sw + 1;
+  auto out = at::empty({P, OH, OW}, x.options());
+  auto arg = at::empty({P, OH, OW}, x.options().dtype(at::kByte));
+  const float* px = x.const_data_ptr<float>();
+  float* po = out.mutable_data_ptr<float>();
+  uint8_t* pa = arg.mutable_data_ptr<uint8_t>();
+  at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const float* xp = px + p * H * W;
+      for (int64_t oy = 0; oy < OH; ++oy)
+        for (int64_t ox = 0; ox < OW; ++ox) {
+          const float* w0 = xp + oy * sh * W + ox * sw;
+          float best = -std::numeric_limits<float>::infinity();
+          int64_t where = 0;
+          for (int64_t i = 0; i < kh; ++i)
+            for (int64_t j = 0; j < kw; ++j) {
+              const float v = w0[i * W + j];
+              const bool take = (v > best) | (v != v);  // branch-free: the outcome is unpredictable on spikes
+              best = take ? v : best;
+              where = take ? i * kw + j : where;
+            }
+          const int64_t o = (p * OH + oy) * OW + ox;
+          po[o] = w0[(where / kw) * W + where % kw];
+          pa[o] = static_cast<uint8_t>(where);
+        }
+    }
+  });
+  return {out, arg};
+}
+
+// The gradient of max_pool2d_planes: grad_out [P, OH, OW] added into zeros [P, H, W] at each maximum.
+at::Tensor max_pool2d_planes_backward(const at::Tensor& grad_out, const at::Tensor& arg, int64_t height, int64_t width,
+                                      at::IntArrayRef kernel, at::IntArrayRef stride) {
+  check_float(grad_out, "grad_out", 3);
+  TORCH_CHECK(arg.scalar_type() == at::kByte && arg.is_contiguous() && arg.sizes() == grad_out.sizes(),
+              "traceTorch pooling kernel: the argmax must be a contiguous uint8 tensor shaped like grad_out");
+  const int64_t P = grad_out.size(0), OH = grad_out.size(1), OW = grad_out.size(2), kw = kernel[1];
+  const int64_t sh = stride[0], sw = stride[1];
+  auto gx = at::empty({P, height, width}, grad_out.options());
+  const float* pg = grad_out.const_data_ptr<float>();
+  const uint8_t* pa = arg.const_data_ptr<uint8_t>();
+  float* px = gx.mutable_data_ptr<float>();
+  at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      float* gp = px + p * height * width;
+      std::fill(gp, gp + height * width, 0.0f);
+      for (int64_t oy = 0; oy < OH; ++oy)
+        for (int64_t ox = 0; ox < OW; ++ox) {
+          const int64_t o = (p * OH + oy) * OW + ox, where = pa[o];
+          gp[(oy * sh + where / kw) * width + ox * sw + where % kw] += pg[o];
+        }
+    }
+  });
+  return gx;
+}
+
 // p [M] (probabilities), steps T, seed -> spikes [T, M] in {0, 1}.
 at::Tensor bernoulli_spikes(const at::Tensor& p, int64_t steps, int64_t seed) {
   check_float(p, "p", 1);
@@ -283,6 +441,11 @@ TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
   m.def("event_linear_forward(Tensor indptr, Tensor indices, Tensor weight_t, Tensor bias) -> Tensor");
   m.def("event_linear_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_features) -> Tensor");
   m.def("bernoulli_spikes(Tensor p, int steps, int seed) -> Tensor");
+  m.def("event_conv2d_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_channels, int[] in_size, "
+        "int[] kernel, int[] stride, int[] padding, int[] dilation) -> Tensor");
+  m.def("max_pool2d_planes(Tensor x, int[] kernel, int[] stride) -> Tensor[]");
+  m.def("max_pool2d_planes_backward(Tensor grad_out, Tensor arg, int height, int width, int[] kernel, "
+        "int[] stride) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
@@ -290,6 +453,9 @@ TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
   m.impl("event_linear_forward", &event_linear_forward);
   m.impl("event_linear_grad_weight", &event_linear_grad_weight);
   m.impl("bernoulli_spikes", &bernoulli_spikes);
+  m.impl("event_conv2d_grad_weight", &event_conv2d_grad_weight);
+  m.impl("max_pool2d_planes", &max_pool2d_planes);
+  m.impl("max_pool2d_planes_backward", &max_pool2d_planes_backward);
 }
 
 TORCH_LIBRARY_IMPL(tracetorch_kernels, CatchAll, m) {

@@ -3,10 +3,13 @@
 * traceTorch layers and models use their own ``run`` (fused paths where available);
 * stateless modules whose per-sample output does not depend on the rest of the batch
   (Linear, convolutions, pooling, Flatten, ...) fold time into the batch and run as
-  one call instead of T; a plain ``nn.Linear`` (no subclass, no hooks) on spikes (all
-  0/1) runs event-driven (:mod:`tracetorch.kernels.event_linear`): this runner makes that
-  choice, and imports the event kernel (and with it the C++ loader) only when it folds a
-  Linear, so that importing or building a model never touches the C++ toolchain;
+  one call instead of T. Three plain modules (exactly that type, no hooks) take compiled
+  paths: ``nn.Linear`` on spikes (all 0/1) runs event-driven
+  (:mod:`tracetorch.kernels.event_linear`), ``nn.Conv2d`` on spikes gets its weight gradient
+  from the spikes' index (:mod:`tracetorch.kernels.event_conv`), ``nn.MaxPool2d`` pools with a
+  one-byte argmax (:mod:`tracetorch.kernels.pooling`). This runner makes that choice, and
+  imports those modules (and with them the C++ loader) only when it folds such a module, so
+  that importing or building a model never touches the C++ toolchain;
 * anything else (BatchNorm in training mode, Dropout in training mode, modules with
   their own state) is stepped one timestep at a time, which is always exact.
 
@@ -20,6 +23,9 @@ Example:
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -64,13 +70,36 @@ def fold_time(module: nn.Module, x_seq: Tensor) -> Tensor:
     """One call on ``[T*B, ...]``, reshaped back to ``[T, B, ...]``."""
     steps, batch = x_seq.shape[0], x_seq.shape[1]
     folded = x_seq.reshape(steps * batch, *x_seq.shape[2:])
-    if type(module) is nn.Linear and not _has_hooks(module):
-        from tracetorch.kernels.event_linear import linear  # on first use: the C++ loader comes with it
-
-        out = linear(folded, module.weight, module.bias)
+    compiled = _COMPILED_PATHS.get(type(module))
+    if compiled is not None and not _has_hooks(module):
+        out = compiled(module, folded)
     else:
         out = module(folded)
     return out.reshape(steps, batch, *out.shape[1:])
+
+
+def _linear(module: nn.Linear, x: Tensor) -> Tensor:
+    from tracetorch.kernels.event_linear import linear  # on first use: the C++ loader comes with it
+
+    return linear(x, module.weight, module.bias)
+
+
+def _conv2d(module: nn.Conv2d, x: Tensor) -> Tensor:
+    from tracetorch.kernels.event_conv import conv2d
+
+    return conv2d(module, x)
+
+
+def _max_pool2d(module: nn.MaxPool2d, x: Tensor) -> Tensor:
+    from tracetorch.kernels.pooling import max_pool2d
+
+    return max_pool2d(module, x)
+
+
+_COMPILED_PATHS: dict[type, Callable[[Any, Tensor], Tensor]] = {
+    nn.Linear: _linear, nn.Conv2d: _conv2d, nn.MaxPool2d: _max_pool2d,
+}
+"""The modules (exact type) whose folded call takes a compiled path; each falls back to the module itself."""
 
 
 def run(module: nn.Module, x_seq: Tensor) -> Tensor:

@@ -1,0 +1,166 @@
+"""The compiled Conv2d weight gradient on spike inputs and the compiled max pooling, against torch's own ops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import tracetorch as tt
+from tracetorch.kernels import cpu, dispatch
+from tracetorch.kernels.event_conv import conv2d
+from tracetorch.kernels.event_conv import explain as explain_conv
+from tracetorch.kernels.pooling import explain as explain_pool
+from tracetorch.kernels.pooling import max_pool2d
+
+compiled = pytest.mark.skipif(not cpu.available(), reason="needs the compiled C++ kernels")
+
+
+def spikes(*shape: int, density: float = 0.15, seed: int = 0) -> torch.Tensor:
+    return (torch.rand(*shape, generator=torch.Generator().manual_seed(seed)) < density).float()
+
+
+def forward_and_grads(fn, module: nn.Module, x: torch.Tensor, seed: int = 1) -> list[torch.Tensor]:
+    """The output and the gradients of x and of every parameter, for a fixed random output gradient."""
+    x = x.detach().requires_grad_()
+    out = fn(x)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    return [out, *torch.autograd.grad(out, [x, *module.parameters()], g)]
+
+
+CONVS = [
+    dict(in_channels=1, out_channels=12, kernel_size=5),
+    dict(in_channels=12, out_channels=64, kernel_size=5),
+    dict(in_channels=3, out_channels=7, kernel_size=3, padding=1),
+    dict(in_channels=2, out_channels=9, kernel_size=(3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+    dict(in_channels=4, out_channels=5, kernel_size=3, stride=3, bias=False),
+]
+
+
+@compiled
+@pytest.mark.parametrize("kwargs", CONVS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_event_conv2d_equals_torch_with_gradients(kwargs: dict) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(**kwargs)
+    x = spikes(32, kwargs["in_channels"], 17, 16)
+    x[3] = 0.0  # a sample without spikes
+    assert explain_conv(conv, x)[0] == "events"
+    assert cpu.load().binary_rows(x.view(32, -1), 0.5)[0].numel() == 33  # indexed: the event path runs
+    got, want = forward_and_grads(lambda v: conv2d(conv, v), conv, x), forward_and_grads(conv, conv, x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+@compiled
+def test_event_conv2d_weight_gradient_does_not_depend_on_the_thread_count() -> None:
+    torch.manual_seed(2)
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    x = spikes(40, 3, 12, 12, density=0.3)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(forward_and_grads(lambda v: conv2d(conv, v), conv, x))
+    finally:
+        torch.set_num_threads(threads)
+    for other in results[1:]:  # the weight gradient (the bias's and the rest are torch's own)
+        assert torch.equal(results[0][2], other[2])
+
+
+@compiled
+@pytest.mark.parametrize(("value", "density"), [(0.5, 0.1), (1.0, 0.9)], ids=["graded", "dense"])
+def test_event_conv2d_takes_torch_for_inputs_that_are_not_sparse_spikes(value: float, density: float) -> None:
+    conv = nn.Conv2d(2, 4, 3)
+    x = spikes(16, 2, 10, 10, density=density)
+    x[0, 0, 0, 0] = value
+    assert cpu.load().binary_rows(x.view(16, -1), 0.5)[0].numel() == 0
+    assert torch.equal(conv2d(conv, x), conv(x))
+
+
+@pytest.mark.parametrize(
+    ("conv", "x", "reason"),
+    [
+        (nn.Conv2d(4, 4, 3, groups=2), spikes(64, 4, 8, 8), "grouped, string-padded or non-zero-padded convolution"),
+        (nn.Conv2d(4, 4, 3, padding="same"), spikes(64, 4, 8, 8), "grouped, string-padded or non-zero-padded convolution"),
+        (nn.Conv2d(4, 4, 3, padding=1, padding_mode="reflect"), spikes(64, 4, 8, 8),
+         "grouped, string-padded or non-zero-padded convolution"),
+        (nn.Conv2d(4, 4, 3).double(), spikes(64, 4, 8, 8).double(), "dtype other than float32"),
+        (nn.Conv2d(4, 4, 3), spikes(2, 4, 8, 8), "fewer than 4096 input elements"),
+        (nn.Conv2d(4, 4, 3), spikes(64, 3, 8, 8), "shapes for torch's own checks"),
+    ],
+)
+def test_explain_names_why_a_convolution_takes_torch(conv: nn.Conv2d, x: torch.Tensor, reason: str) -> None:
+    assert explain_conv(conv, x) == ("dense", reason)
+
+
+POOLS = [dict(kernel_size=2), dict(kernel_size=3, stride=2), dict(kernel_size=(2, 3), stride=(1, 2)),
+         dict(kernel_size=3, stride=1)]
+
+
+@compiled
+@pytest.mark.parametrize("kwargs", POOLS, ids=str)
+@pytest.mark.parametrize("kind", ["spikes", "graded"])
+def test_compiled_max_pool_equals_torch_exactly(kwargs: dict, kind: str) -> None:
+    pool = nn.MaxPool2d(**kwargs)
+    x = spikes(6, 5, 13, 11, density=0.3) if kind == "spikes" else torch.randn(6, 5, 13, 11)
+    assert explain_pool(pool, x)[0] == "compiled"
+    got, want = forward_and_grads(lambda v: max_pool2d(pool, v), pool, x), forward_and_grads(pool, pool, x)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+@compiled
+def test_compiled_max_pool_resolves_ties_and_nans_like_torch() -> None:
+    pool = nn.MaxPool2d(2)
+    x = torch.tensor([[[[1.0, 1.0, float("nan"), 2.0], [1.0, 0.0, 3.0, float("nan")],
+                        [-float("inf"), -float("inf"), 0.0, -0.0], [-float("inf"), -float("inf"), -0.0, 0.0]]]])
+    got, want = forward_and_grads(lambda v: max_pool2d(pool, v), pool, x), forward_and_grads(pool, pool, x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, equal_nan=True, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    ("pool", "x", "reason"),
+    [
+        (nn.MaxPool2d(2, padding=1), torch.rand(2, 3, 8, 8), "padding, dilation, ceil_mode or return_indices"),
+        (nn.MaxPool2d(2, ceil_mode=True), torch.rand(2, 3, 9, 9), "padding, dilation, ceil_mode or return_indices"),
+        (nn.MaxPool2d(2, return_indices=True), torch.rand(2, 3, 8, 8), "padding, dilation, ceil_mode or return_indices"),
+        (nn.MaxPool2d(17), torch.rand(2, 3, 20, 20), "more than 256 taps per window"),
+        (nn.MaxPool2d(2), torch.rand(3, 8, 8), "not a 4-d float32 CPU tensor"),
+        (nn.MaxPool2d(2), torch.rand(2, 3, 8, 8, dtype=torch.float64), "not a 4-d float32 CPU tensor"),
+        (nn.MaxPool2d(3), torch.rand(2, 3, 2, 8), "input smaller than the window (torch's own error)"),
+    ],
+)
+def test_explain_names_why_a_pooling_takes_torch(pool: nn.MaxPool2d, x: torch.Tensor, reason: str) -> None:
+    assert explain_pool(pool, x) == ("torch", reason)
+    with dispatch.force("reference"):
+        assert explain_pool(nn.MaxPool2d(2), torch.rand(2, 3, 8, 8)) == ("torch", "forced")
+
+
+@compiled
+def test_a_conv_snn_runs_the_compiled_paths_and_equals_stepping(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tracetorch.kernels import event_conv, pooling
+
+    calls: list[str] = []
+    for module, name in ((event_conv, "_EventConv2d"), (pooling, "_MaxPool2d")):
+        function = getattr(module, name)
+        monkeypatch.setattr(function, "apply", lambda *a, _f=function.apply, _n=name: calls.append(_n) or _f(*a))
+    torch.manual_seed(0)
+    q = tt.functional.round_ste
+    net = tt.Sequential(nn.Conv2d(1, 6, 5), tt.snn.LIB(6, dim=-3, quant_fn=q()), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3),
+                        tt.snn.LIB(8, dim=-3, quant_fn=q()), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10),
+                        tt.snn.LI(10))
+    x = spikes(6, 16, 1, 24, 24, density=0.2)
+    net.zero_states()
+    seq = net.run(x)
+    seq.sum().backward()
+    assert calls == ["_EventConv2d", "_MaxPool2d", "_EventConv2d", "_MaxPool2d"]
+    seq_grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    net.zero_states()
+    steps = torch.stack([net(x_t) for x_t in x])
+    steps.sum().backward()
+    torch.testing.assert_close(seq, steps, rtol=1e-5, atol=1e-5)
+    for a, b in zip(seq_grads, (p.grad for p in net.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,110 @@
+"""Event-driven weight gradient of ``Conv2d`` on spike inputs.
+
+When the input of a ``Conv2d`` holds only zeros and ones, its weight gradient is a sum over
+the input's ones (events) of the output-gradient entries whose window covers them:
+
+    grad W[:, c, i, j] = sum_{(b, c, y, x) : x[b, c, y, x] = 1} grad_out[b, :, (y + p - i d) / s, (x + p - j d) / s]
+
+(terms kept where the quotients are whole and in range), so it costs ``nnz * kernel taps *
+out_channels`` additions instead of a dense correlation over every input position; the
+compiled ``event_conv2d_grad_weight`` kernel does this sum. The forward pass and the input
+gradient stay dense (``torch.nn.functional.conv2d``, ``torch.nn.grad.conv2d_input``), and
+only the index of the ones is saved for backward, not the input.
+
+:func:`conv2d` checks the input in one pass (``binary_rows``); any other value, a density
+above :data:`~tracetorch.kernels.event_linear.MAX_DENSITY`, grouped or string-padded or
+non-zero-padded convolutions, a dtype other than float32, a non-CPU tensor, autocast or no
+compiled kernel take ``module(x)`` (the same values, to float summation order).
+``tt.Sequential.run`` uses it for every plain ``nn.Conv2d`` it folds over time; :func:`explain`
+says which path a call takes.
+
+Example:
+    >>> import torch
+    >>> from tracetorch.kernels.event_conv import conv2d
+    >>> conv = torch.nn.Conv2d(2, 3, 3, padding=1)
+    >>> x = (torch.rand(8, 2, 16, 16) < 0.2).float()
+    >>> torch.allclose(conv2d(conv, x), conv(x), atol=1e-6)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
+from torch.nn import functional as F
+
+from tracetorch.kernels import cpu, dispatch
+from tracetorch.kernels.event_linear import MAX_DENSITY, MIN_ELEMENTS
+
+__all__ = ["conv2d", "explain"]
+
+
+class _EventConv2d(torch.autograd.Function):
+    """A dense ``conv2d`` whose weight gradient comes from the index of the input's ones."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, indptr: Tensor,  # type: ignore[override]
+                indices: Tensor, geometry: tuple[tuple[int, int], ...]) -> Tensor:
+        stride, padding, dilation = geometry
+        out = F.conv2d(x, weight, bias, stride, padding, dilation)
+        ctx.save_for_backward(weight, indptr, indices)
+        ctx.geometry, ctx.in_shape, ctx.has_bias = geometry, x.shape, bias is not None
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        weight, indptr, indices = ctx.saved_tensors
+        stride, padding, dilation = ctx.geometry
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.nn.grad.conv2d_input(ctx.in_shape, weight, grad_out, stride, padding, dilation)
+        if ctx.needs_input_grad[1]:
+            out_channels, in_channels, kh, kw = weight.shape
+            taps = cpu.load().event_conv2d_grad_weight(indptr, indices, grad_out.contiguous(), in_channels,
+                                                       list(ctx.in_shape[2:]), [kh, kw], list(stride), list(padding),
+                                                       list(dilation))
+            grad_w = taps.view(in_channels, kh, kw, out_channels).permute(3, 0, 1, 2).contiguous()
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad_out.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None, None
+
+
+def explain(module: nn.Conv2d, x: Tensor) -> tuple[str, str]:
+    """``("events" | "dense", reason)``: the path :func:`conv2d` would try for ``module`` on ``x``.
+
+    ``"events"`` still falls back to dense when the values of ``x`` are not all 0/1 or are too dense.
+    """
+    if dispatch.wanted() == "reference":
+        return "dense", "forced"
+    if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
+        return "dense", "grouped, string-padded or non-zero-padded convolution"
+    tensors = [x, module.weight] + ([] if module.bias is None else [module.bias])
+    if any(t.dtype != torch.float32 for t in tensors):
+        return "dense", "dtype other than float32"
+    if any(t.device.type != "cpu" for t in tensors):
+        return "dense", "not a CPU tensor"
+    if torch.is_autocast_enabled("cpu"):
+        return "dense", "autocast (torch picks the precision)"
+    if x.ndim != 4 or x.shape[1] != module.in_channels:
+        return "dense", "shapes for torch's own checks"
+    if x.numel() < MIN_ELEMENTS:
+        return "dense", f"fewer than {MIN_ELEMENTS} input elements"
+    if not cpu.available():
+        return "dense", "compiled C++ kernel unavailable"
+    return "events", "compiled C++ kernel, if x is 0/1 and at most half ones"
+
+
+def conv2d(module: nn.Conv2d, x: Tensor) -> Tensor:
+    """``module(x)`` for a batch ``x [B, C, H, W]``, with the event-driven weight gradient when ``x`` is a spike tensor."""
+    if explain(module, x)[0] != "events":
+        return module(x)
+    x = x.contiguous()
+    indptr, indices = cpu.load().binary_rows(x.detach().view(x.shape[0], -1), MAX_DENSITY)
+    if indptr.numel() == 0:
+        return module(x)
+    geometry = (tuple(module.stride), tuple(module.padding), tuple(module.dilation))
+    return _EventConv2d.apply(x, module.weight, module.bias, indptr, indices, geometry)
