@@ -1,5 +1,9 @@
 """One LIF layer, forward over T steps plus backward: traceTorch step / sequence mode vs snnTorch, SpikingJelly.
 
+The input of every library is ``x = 0.3 + 0.5 * randn(T, 64, N)`` (requires grad). Rows marked
+"binary" emit 0/1 spikes (traceTorch with ``quant_fn=round_ste()`` in step and sequence mode,
+snnTorch, SpikingJelly); the "graded" row ``tracetorch-default`` is ``tt.snn.LIB(N, beta=0.9)``
+with no ``quant_fn``, what a user gets by default, run in sequence mode.
 Each (library, case) runs in a fresh subprocess, so that the peak memory is that process's
 resident-set high-water mark during one forward+backward (minus what it held before), and
 the autograd memory is the bytes of the tensors autograd saved for the backward pass.
@@ -10,6 +14,7 @@ libraries measured in the same run.
     python benchmarks/layer_bench.py                 # the standard table
     python benchmarks/layer_bench.py --memory        # adds BPTT memory at T=1000, N=1024
     python benchmarks/layer_bench.py --threads 1     # one thread everywhere (steadier on a busy machine)
+    python benchmarks/layer_bench.py --cases 128x25 4096x100 --repeats 1   # a quick check on a subset
 """
 
 from __future__ import annotations
@@ -17,13 +22,38 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
+import platform
 import subprocess
 import sys
 
-CASES = [(128, 25), (1024, 100), (4096, 100)]
+CASES = [(128, 25), (1024, 25), (4096, 25), (1024, 100), (4096, 100)]
 MEMORY_CASE = (1024, 1000)
 BATCH = 64
-LIBRARIES = ["tracetorch-step", "tracetorch-seq", "snntorch", "spikingjelly"]
+LIBRARIES = ["tracetorch-default", "tracetorch-step", "tracetorch-seq", "snntorch", "spikingjelly"]
+GRADED = {"tracetorch-default"}
+
+
+def machine() -> str:
+    """CPU model, core count, torch threads and torch version, for the line above a table."""
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def parse_case(text: str) -> tuple[int, int]:
+    """``"1024x100"`` -> ``(1024, 100)`` (N, T)."""
+    n, _, steps = text.partition("x")
+    try:
+        return int(n), int(steps)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NxT, e.g. 1024x100, got {text!r}") from None
 
 
 def _available(lib: str) -> bool:
@@ -32,14 +62,20 @@ def _available(lib: str) -> bool:
 
 
 def _make(lib: str, n: int):  # noqa: ANN202 - returns a closure over the library's objects
-    """A function ``x_seq -> spikes [T, B, N]`` for ``lib`` (LIF: beta 0.9, threshold 1, binary spikes, subtractive reset)."""
+    """A function ``x_seq -> outputs [T, B, N]`` for ``lib`` (LIF: beta 0.9, threshold 1, subtractive reset).
+
+    Binary spikes everywhere except ``tracetorch-default`` (no ``quant_fn``: graded output).
+    """
     import torch
 
     if lib.startswith("tracetorch"):
         import tracetorch as tt
 
-        layer = tt.snn.LIB(n, beta=0.9, quant_fn=tt.functional.round_ste())  # binary spikes, like the others
-        if lib == "tracetorch-seq":
+        if lib in GRADED:
+            layer = tt.snn.LIB(n, beta=0.9)
+        else:
+            layer = tt.snn.LIB(n, beta=0.9, quant_fn=tt.functional.round_ste())  # binary spikes, like the others
+        if lib != "tracetorch-step":
             def run(x):
                 layer.zero_states()
                 return layer.run(x)
@@ -82,7 +118,7 @@ def child(lib: str, n: int, steps: int, repeats: int) -> dict:
 
     torch.manual_seed(0)
     run = _make(lib, n)
-    x = (1.5 * torch.rand(steps, BATCH, n)).requires_grad_(True)
+    x = (0.3 + 0.5 * torch.randn(steps, BATCH, n)).requires_grad_(True)
     saved: dict[int, int] = {}
 
     def pack(t):
@@ -121,10 +157,10 @@ def measure(lib: str, n: int, steps: int, repeats: int) -> dict | None:
 
 def table(cases: list[tuple[int, int]], repeats: int, memory_only: bool = False) -> None:
     libs = [lib for lib in LIBRARIES if _available(lib)]
-    import torch
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}; forward over T + backward")
-    header = f"{'case':>14} {'library':>16} {'ms':>9} {'peak MB':>9} {'saved MB':>9} {'time ratio':>11} {'mem ratio':>10}"
+    print(machine())
+    print(f"batch {BATCH}, input 0.3 + 0.5 * randn; forward over T + backward")
+    header = (f"{'case':>14} {'library':>18} {'output':>7} {'ms':>9} {'peak MB':>9} {'saved MB':>9} "
+              f"{'time ratio':>11} {'mem ratio':>10}")
     print(header)
     print("-" * len(header))
     for n, steps in cases:
@@ -137,9 +173,11 @@ def table(cases: list[tuple[int, int]], repeats: int, memory_only: bool = False)
                 continue
             t_ratio = f"{best_ms / r['ms']:.2f}x" if best_ms else "-"
             m_ratio = f"{r['peak_mb'] / best_peak:.2f}" if best_peak else "-"
-            print(f"{f'N={n} T={steps}':>14} {lib:>16} {r['ms']:9.1f} {r['peak_mb']:9.0f} {r['saved_mb']:9.0f} "
+            kind = "graded" if lib in GRADED else "binary"
+            print(f"{f'N={n} T={steps}':>14} {lib:>18} {kind:>7} {r['ms']:9.1f} {r['peak_mb']:9.0f} {r['saved_mb']:9.0f} "
                   f"{t_ratio:>11} {m_ratio:>10}")
-    print("time ratio: fastest other library's time / this time (higher is faster); "
+    print("output: binary = 0/1 spikes, graded = traceTorch's default output (no quant_fn); "
+          "time ratio: fastest other (non-traceTorch, binary) library's time / this time (higher is faster); "
           "mem ratio: this peak / the leanest other library's peak")
 
 
@@ -149,6 +187,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in every measurement (default: torch's)")
     parser.add_argument("--memory", action="store_true", help=f"also measure BPTT memory at N, T = {MEMORY_CASE}")
+    parser.add_argument("--cases", nargs="+", type=parse_case, default=CASES, metavar="NxT",
+                        help="run only these cases, e.g. --cases 128x25 4096x100 (default: the standard table)")
     args = parser.parse_args()
     if args.threads:
         import torch
@@ -159,7 +199,7 @@ def main() -> None:
         lib, n, steps, repeats = args.child
         print(json.dumps(child(lib, int(n), int(steps), int(repeats))))
         return
-    table(CASES, args.repeats)
+    table(args.cases, args.repeats)
     if args.memory:
         print()
         table([MEMORY_CASE], 1, memory_only=True)

@@ -1,23 +1,42 @@
-"""Rate-coded MNIST training: throughput, test accuracy and peak memory per library (784-128-128-10, T=20).
+"""Rate-coded MNIST training: throughput, test accuracy and peak memory per library (an MLP or a conv SNN).
 
-Every library trains the same network (three Linear layers with the same initial weights,
+``--model mlp`` (default): 784-128-128-10, three Linear layers, T=20, batch 100, 3 epochs.
+``--model conv``: Conv2d(1, 12, 5) - LIF - MaxPool2d(2) - Conv2d(12, 64, 5) - LIF - MaxPool2d(2) -
+Flatten - Linear(1024, 10) - LIF on the 28x28 images, T=10, batch 64, 1 epoch.
+Every library trains the same network (the same torch layers with the same initial weights,
 each followed by a LIF with beta 0.9, threshold 1, binary spikes and subtractive reset;
-loss = cross-entropy of the mean output spikes; Adam, lr 1e-3; batch 100) on the same
-shuffled batches, rate-coding each batch with its own encoder: traceTorch in step mode and
-in sequence mode (``model.run``; ``tracetorch.data.encoders.rate``), snnTorch
-(``spikegen.rate``) and SpikingJelly (multi-step, ``encoding.PoissonEncoder``) when
-installed (``pip install -e .[bench]``).
+loss = cross-entropy of the mean output spikes over time; Adam, lr 1e-3) on the same shuffled
+batches: traceTorch in step mode and in sequence mode (``model.run``), snnTorch (a step loop
+over ``snn.Leaky``) and SpikingJelly (multi-step ``LIFNode`` in ``SeqToANNContainer`` layers)
+when installed (``pip install -e .[bench]``).
+
+The images are rate-coded in one of three ways (``--encoding``):
+
+- ``own``: each library's own encoder inside the timed loop (``tracetorch.data.encoders.rate``,
+  snnTorch's ``spikegen.rate``, SpikingJelly's ``encoding.PoissonEncoder``);
+- ``shared``: one Bernoulli encoder for every library, drawn by the harness inside the timed
+  loop (``torch.rand(T, *x.shape, generator=g) < x``, ``g`` seeded the same for every library);
+- ``pre``: the same shared encoder, but every training batch's spikes are drawn before the
+  clock starts, so that the throughput is the network's alone (forward, backward, optimizer
+  step); the test spikes are drawn per batch at test time, outside the timing.
+
+``all`` (the MLP's default) runs the three one after the other and prints a table for each;
+the conv SNN defaults to ``pre``. With ``shared`` and ``pre`` every library sees the same spikes.
 
 Each library runs in a fresh subprocess. Throughput is training samples per second over
-``--epochs`` epochs (encoding, forward, backward, optimizer step; two warm-up batches
-excluded). The test accuracy after those epochs (10,000 test images, argmax of the mean
-output spikes) shows that the speed is not bought with accuracy. Peak memory is the growth
-of the process's resident set during training. Real MNIST is used when
-``../shared/data/MNIST`` exists beside the repository (the 5,000-image train subset and the
-official test set), random images otherwise (no accuracy then). Ratios are against the
-fastest / leanest other library in the same run.
+``--epochs`` epochs (two warm-up batches excluded). The test accuracy after those epochs
+(argmax of the mean output spikes over the 10,000 test images) shows that the speed is not
+bought with accuracy. Peak memory is the growth of the process's resident set during
+training (after any pre-drawn spikes). Real MNIST is used when ``../shared/data/MNIST`` exists
+beside the repository (the 5,000-image train subset and the official test set), random images
+otherwise (no accuracy then). Ratios are against the fastest / leanest other library in the
+same run.
 
-    python benchmarks/train_bench.py [--epochs 3] [--threads N] [--libraries tracetorch-seq spikingjelly]
+    python benchmarks/train_bench.py                   # MLP, the three encodings, 3 epochs
+    python benchmarks/train_bench.py --encoding pre    # MLP, network only
+    python benchmarks/train_bench.py --model conv      # conv SNN, spikes drawn before the clock, 1 epoch
+    python benchmarks/train_bench.py [--epochs 3] [--steps 20] [--threads N] [--libraries tracetorch-seq spikingjelly]
+    python benchmarks/train_bench.py --limit 500 --epochs 1   # a quick check on 500 train / 500 test images
 """
 
 from __future__ import annotations
@@ -29,40 +48,70 @@ import resource
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from layer_bench import machine
 from torch import nn
 
-STEPS, BATCH, SIZES = 20, 100, (784, 128, 128, 10)
+SIZES = (784, 128, 128, 10)
+STEPS = {"mlp": 20, "conv": 10}
+BATCH = {"mlp": 100, "conv": 64}
+EPOCHS = {"mlp": 3, "conv": 1}
+DEFAULT_ENCODING = {"mlp": "all", "conv": "pre"}
+ENCODINGS = {
+    "own": "each library's own encoder, inside the timed loop",
+    "shared": "one shared Bernoulli encoder drawn by the harness inside the timed loop, the same spikes for every library",
+    "pre": "the shared encoder's spikes drawn before the clock, network only; the same spikes for every library",
+}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
+# (torch layer, LIF neurons, the LIF's neuron dim, modules after the LIF) per stage
+Stage = tuple[nn.Module, int, int, list[nn.Module]]
+Encoder = Callable[[torch.Tensor], torch.Tensor]
 
-def load_images() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]:
-    """(train images, train labels, test images, test labels, source); images flat in [0, 1]."""
+
+def load_images(limit: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, str]:
+    """(train images, train labels, test images, test labels, source); images flat in [0, 1]; the first ``limit`` of each."""
     if (DATA / "MNIST" / "raw").is_dir():
         from torchvision.datasets import MNIST
 
         train, test = (MNIST(str(DATA), train=split, download=False) for split in (True, False))
-        flat = [d.data.reshape(-1, 784).float() / 255 for d in (train, test)]
-        return flat[0], train.targets, flat[1], test.targets, "MNIST"
+        flat = [d.data[:limit].reshape(-1, 784).float() / 255 for d in (train, test)]
+        return flat[0], train.targets[:limit], flat[1], test.targets[:limit], "MNIST"
     generator = torch.Generator().manual_seed(0)
-    return torch.rand(5000, 784, generator=generator), torch.randint(0, 10, (5000,), generator=generator), None, None, \
-        "random images"
+    images, labels = torch.rand(5000, 784, generator=generator), torch.randint(0, 10, (5000,), generator=generator)
+    return images[:limit], labels[:limit], None, None, "random images"
 
 
-def linears() -> list[nn.Linear]:
+def stages(model: str) -> list[Stage]:
+    """The network's stages, built after ``torch.manual_seed(0)``: the same initial weights for every library."""
     torch.manual_seed(0)
-    return [nn.Linear(a, b) for a, b in zip(SIZES[:-1], SIZES[1:])]
+    if model == "mlp":
+        return [(nn.Linear(a, b), b, -1, []) for a, b in zip(SIZES[:-1], SIZES[1:])]
+    return [(nn.Conv2d(1, 12, 5), 12, -3, [nn.MaxPool2d(2)]),
+            (nn.Conv2d(12, 64, 5), 64, -3, [nn.MaxPool2d(2), nn.Flatten()]),
+            (nn.Linear(64 * 4 * 4, 10), 10, -1, [])]
 
 
-def tracetorch_model(sequence: bool):
+def shared_encoder(steps: int, seed: int) -> Encoder:
+    """The harness's Bernoulli rate encoder: ``[B, ...] in [0, 1] -> spikes [T, B, ...]``, from a generator seeded ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def encode(x: torch.Tensor) -> torch.Tensor:
+        return (torch.rand(steps, *x.shape, generator=generator) < x).float()
+    return encode
+
+
+def tracetorch_model(model: str, steps: int, sequence: bool) -> tuple[nn.Module, Encoder, Encoder]:
     import tracetorch as tt
     from tracetorch.data.encoders import rate
 
-    fc = linears()
-    lifs = [tt.snn.LIB(n, beta=0.9, quant_fn=tt.functional.round_ste()) for n in SIZES[1:]]  # binary spikes
-    net = tt.Sequential(fc[0], lifs[0], fc[1], lifs[1], fc[2], lifs[2])
+    mods: list[nn.Module] = []
+    for layer, n, dim, after in stages(model):
+        mods += [layer, tt.snn.LIB(n, beta=0.9, dim=dim, quant_fn=tt.functional.round_ste()), *after]  # binary spikes
+    net = tt.Sequential(*mods)
 
     def forward(x_seq: torch.Tensor) -> torch.Tensor:
         net.zero_states()
@@ -71,42 +120,44 @@ def tracetorch_model(sequence: bool):
         return torch.stack([net(x_t) for x_t in x_seq])
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        return rate(x, STEPS)
+        return rate(x, steps)
     return net, forward, encode
 
 
-def snntorch_model():
+def snntorch_model(model: str, steps: int) -> tuple[nn.Module, Encoder, Encoder]:
     import snntorch as snn
     from snntorch import spikegen
 
-    fc = linears()
-    lifs = [snn.Leaky(beta=0.9) for _ in fc]
-    net = nn.ModuleList([*fc, *lifs])
+    net_stages = stages(model)
+    lifs = [snn.Leaky(beta=0.9) for _ in net_stages]
+    net = nn.ModuleList([m for (layer, _, _, after), lif in zip(net_stages, lifs) for m in (layer, lif, *after)])
 
     def forward(x_seq: torch.Tensor) -> torch.Tensor:
         mems = [lif.init_leaky() for lif in lifs]
         outs = []
         for x_t in x_seq:
             h = x_t
-            for i, (linear, lif) in enumerate(zip(fc, lifs)):
-                h, mems[i] = lif(linear(h), mems[i])
+            for i, ((layer, _, _, after), lif) in enumerate(zip(net_stages, lifs)):
+                h, mems[i] = lif(layer(h), mems[i])
+                for module in after:
+                    h = module(h)
             outs.append(h)
         return torch.stack(outs)
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        return spikegen.rate(x, num_steps=STEPS)
+        return spikegen.rate(x, num_steps=steps)
     return net, forward, encode
 
 
-def spikingjelly_model():
+def spikingjelly_model(model: str, steps: int) -> tuple[nn.Module, Encoder, Encoder]:
     from spikingjelly.activation_based import encoding, functional, layer, neuron, surrogate
 
-    fc = linears()
-    mods = []
-    for linear in fc:
-        mods += [layer.SeqToANNContainer(linear),
+    mods: list[nn.Module] = []
+    for torch_layer, _, _, after in stages(model):
+        mods += [layer.SeqToANNContainer(torch_layer),
                  neuron.LIFNode(tau=10.0, decay_input=False, v_reset=None, surrogate_function=surrogate.Sigmoid(),
                                 step_mode="m")]
+        mods += [layer.SeqToANNContainer(*after)] if after else []
     net = nn.Sequential(*mods)
 
     def forward(x_seq: torch.Tensor) -> torch.Tensor:
@@ -116,88 +167,118 @@ def spikingjelly_model():
     poisson = encoding.PoissonEncoder()
 
     def encode(x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([poisson(x) for _ in range(STEPS)])
+        return torch.stack([poisson(x) for _ in range(steps)])
     return net, forward, encode
 
 
 MODELS = {
-    "tracetorch-step": lambda: tracetorch_model(False),
-    "tracetorch-seq": lambda: tracetorch_model(True),
+    "tracetorch-step": lambda model, steps: tracetorch_model(model, steps, False),
+    "tracetorch-seq": lambda model, steps: tracetorch_model(model, steps, True),
     "snntorch": snntorch_model,
     "spikingjelly": spikingjelly_model,
 }
 
 
-def train_and_test(name: str, data: tuple, epochs: int) -> dict:
+def train_and_test(name: str, data: tuple, model: str, encoding: str, epochs: int, steps: int) -> dict:
     """Training samples/s, test accuracy (None without MNIST) and peak memory of library ``name``."""
     images, labels, test_images, test_labels, _ = data
+    if model == "conv":
+        images = images.view(-1, 1, 28, 28)
+        test_images = None if test_images is None else test_images.view(-1, 1, 28, 28)
+    batch = BATCH[model]
     torch.manual_seed(0)
-    net, forward, encode = MODELS[name]()
+    net, forward, own_encode = MODELS[name](model, steps)
+    encode, test_encode = (own_encode, own_encode) if encoding == "own" else \
+        (shared_encoder(steps, seed=0), shared_encoder(steps, seed=1))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     order = torch.cat([torch.randperm(len(images), generator=torch.Generator().manual_seed(e)) for e in range(epochs)])
-    batches = order[: len(order) // BATCH * BATCH].view(-1, BATCH)
+    batches = order[: len(order) // batch * batch].view(-1, batch)
+    if len(batches) < 3:
+        raise SystemExit(f"{len(batches)} batches: need at least 3 (two warm-up batches are not timed)")
+    inputs = [encode(images[index]) for index in batches] if encoding == "pre" else None
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = 0.0
     for i, index in enumerate(batches):
         if i == 2:
             start = time.perf_counter()
-        loss = loss_fn(forward(encode(images[index])).mean(0), labels[index])
+        x_seq = inputs[i] if inputs is not None else encode(images[index])
+        loss = loss_fn(forward(x_seq).mean(0), labels[index])
         opt.zero_grad()
         loss.backward()
         opt.step()
-    rate = (len(batches) - 2) * BATCH / (time.perf_counter() - start)
+    rate = (len(batches) - 2) * batch / (time.perf_counter() - start)
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     accuracy = None
     if test_images is not None:
         correct = 0
         with torch.no_grad():
             for x, y in zip(test_images.split(1000), test_labels.split(1000)):
-                correct += int((forward(encode(x)).mean(0).argmax(1) == y).sum())
+                correct += int((forward(test_encode(x)).mean(0).argmax(1) == y).sum())
         accuracy = correct / len(test_labels)
     return {"rate": rate, "accuracy": accuracy, "peak_mb": peak_mb}
 
 
-def measure(name: str, epochs: int, threads: int | None) -> dict | None:
+def measure(name: str, options: list[str]) -> dict | None:
     """``train_and_test`` in a fresh subprocess, so that its peak memory is its own."""
-    cmd = [sys.executable, __file__, "--child", name, "--epochs", str(epochs)]
-    cmd += ["--threads", str(threads)] if threads else []
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, "--child", name, *options], capture_output=True, text=True)
     if proc.returncode != 0:
         print(f"  {name} failed: {proc.stderr.strip().splitlines()[-1:]}", file=sys.stderr)
         return None
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
-    parser.add_argument("--libraries", nargs="+", choices=list(MODELS), default=list(MODELS))
-    parser.add_argument("--child", choices=list(MODELS), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    data = load_images()
-    if args.child:
-        print(json.dumps(train_and_test(args.child, data, args.epochs)))
-        return
-    names = [n for n in args.libraries
-             if n.split("-")[0] not in ("snntorch", "spikingjelly") or importlib.util.find_spec(n)]
-    print(f"{data[-1]}, {'-'.join(map(str, SIZES))}, T={STEPS}, batch {BATCH}, {args.epochs} epochs of "
-          f"{len(data[0])} images, {torch.get_num_threads()} threads")
-    results = {name: r for name in names if (r := measure(name, args.epochs, args.threads)) is not None}
+def print_table(title: str, results: dict[str, dict], encoding: str) -> None:
+    """One table: throughput and peak memory with their ratios against the best other (non-traceTorch) library."""
     others = [r for n, r in results.items() if not n.startswith("tracetorch")]
     best = max((r["rate"] for r in others), default=None)
     leanest = min((r["peak_mb"] for r in others), default=None)
+    print(title)
     print(f"{'library':>16} {'samples/s':>10} {'ratio':>7} {'test acc':>9} {'peak MB':>8} {'mem ratio':>10}")
     for name, r in results.items():
         ratio = f"{r['rate'] / best:.2f}x" if best else "-"
         shown = f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "-"
         mem = f"{r['peak_mb'] / leanest:.2f}" if leanest else "-"
         print(f"{name:>16} {r['rate']:10.0f} {ratio:>7} {shown:>9} {r['peak_mb']:8.0f} {mem:>10}")
-    print("ratio: this throughput / the fastest other library's (each library rate-codes with its own encoder); "
+    print(f"ratio: this throughput / the fastest other library's ({ENCODINGS[encoding]}); "
           "peak MB: resident-set growth during training; mem ratio: this peak / the leanest other library's")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=list(STEPS), default="mlp")
+    parser.add_argument("--encoding", choices=[*ENCODINGS, "all"],
+                        help="how the images are rate-coded (default: all for the MLP, pre for the conv SNN)")
+    parser.add_argument("--epochs", type=int, help="default: 3 for the MLP, 1 for the conv SNN")
+    parser.add_argument("--steps", type=int, help="time steps T (default: 20 for the MLP, 10 for the conv SNN)")
+    parser.add_argument("--limit", type=int, help="use only the first N training and the first N test images")
+    parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--libraries", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--child", choices=list(MODELS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    epochs = args.epochs or EPOCHS[args.model]
+    steps = args.steps or STEPS[args.model]
+    encoding = args.encoding or DEFAULT_ENCODING[args.model]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_images(args.limit)
+    if args.child:
+        print(json.dumps(train_and_test(args.child, data, args.model, encoding, epochs, steps)))
+        return
+    names = [n for n in args.libraries
+             if n.split("-")[0] not in ("snntorch", "spikingjelly") or importlib.util.find_spec(n)]
+    network = "784-128-128-10 MLP" if args.model == "mlp" else "conv SNN 12c5-p2-64c5-p2-10"
+    print(machine())
+    for i, mode in enumerate(ENCODINGS if encoding == "all" else [encoding]):
+        options = ["--model", args.model, "--encoding", mode, "--epochs", str(epochs), "--steps", str(steps)]
+        options += ["--limit", str(args.limit)] if args.limit else []
+        options += ["--threads", str(args.threads)] if args.threads else []
+        results = {name: r for name in names if (r := measure(name, options)) is not None}
+        if i:
+            print()
+        plural = "s" * (epochs != 1)
+        print_table(f"[encoding: {mode}] {data[-1]}, {network}, T={steps}, batch {BATCH[args.model]}, "
+                    f"{epochs} epoch{plural} of {len(data[0])} images, {torch.get_num_threads()} threads", results, mode)
 
 
 if __name__ == "__main__":
