@@ -341,24 +341,35 @@ std::vector<at::Tensor> max_pool2d_planes(const at::Tensor& x, at::IntArrayRef k
   float* po = out.mutable_data_ptr<float>();
   uint8_t* pa = arg.mutable_data_ptr<uint8_t>();
   at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
+    // one output row at a time, taps outermost: the loop over the row's outputs is branch-free
+    // and vectorizes (the winner of each comparison is unpredictable on spikes)
+    std::vector<float> best(OW);
+    std::vector<int32_t> where(OW);
     for (int64_t p = p0; p < p1; ++p) {
       const float* xp = px + p * H * W;
-      for (int64_t oy = 0; oy < OH; ++oy)
-        for (int64_t ox = 0; ox < OW; ++ox) {
-          const float* w0 = xp + oy * sh * W + ox * sw;
-          float best = -std::numeric_limits<float>::infinity();
-          int64_t where = 0;
-          for (int64_t i = 0; i < kh; ++i)
-            for (int64_t j = 0; j < kw; ++j) {
-              const float v = w0[i * W + j];
-              const bool take = (v > best) | (v != v);  // branch-free: the outcome is unpredictable on spikes
-              best = take ? v : best;
-              where = take ? i * kw + j : where;
+      for (int64_t oy = 0; oy < OH; ++oy) {
+        std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
+        std::fill(where.begin(), where.end(), 0);
+        float* __restrict b = best.data();
+        int32_t* __restrict w = where.data();
+        for (int64_t i = 0; i < kh; ++i)
+          for (int64_t j = 0; j < kw; ++j) {
+            const float* __restrict row = xp + (oy * sh + i) * W + j;
+            const int32_t tap = static_cast<int32_t>(i * kw + j);
+            for (int64_t ox = 0; ox < OW; ++ox) {
+              const float v = row[ox * sw];
+              const bool take = (v > b[ox]) | (v != v);  // torch's rule: a later value wins when greater or NaN
+              b[ox] = take ? v : b[ox];
+              w[ox] = take ? tap : w[ox];
             }
-          const int64_t o = (p * OH + oy) * OW + ox;
-          po[o] = w0[(where / kw) * W + where % kw];
-          pa[o] = static_cast<uint8_t>(where);
+          }
+        float* o = po + (p * OH + oy) * OW;
+        uint8_t* a = pa + (p * OH + oy) * OW;
+        for (int64_t ox = 0; ox < OW; ++ox) {
+          o[ox] = b[ox];  // the value at the winning tap (-inf when none won, as tap 0 then is)
+          a[ox] = static_cast<uint8_t>(w[ox]);
         }
+      }
     }
   });
   return {out, arg};
@@ -368,10 +379,14 @@ std::vector<at::Tensor> max_pool2d_planes(const at::Tensor& x, at::IntArrayRef k
 at::Tensor max_pool2d_planes_backward(const at::Tensor& grad_out, const at::Tensor& arg, int64_t height, int64_t width,
                                       at::IntArrayRef kernel, at::IntArrayRef stride) {
   check_float(grad_out, "grad_out", 3);
+  TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && kernel[0] > 0 && kernel[1] > 0 && kernel[0] * kernel[1] <= 256,
+              "traceTorch pooling kernel: two positive kernel sizes (at most 256 taps) and strides");
   TORCH_CHECK(arg.scalar_type() == at::kByte && arg.is_contiguous() && arg.sizes() == grad_out.sizes(),
               "traceTorch pooling kernel: the argmax must be a contiguous uint8 tensor shaped like grad_out");
   const int64_t P = grad_out.size(0), OH = grad_out.size(1), OW = grad_out.size(2), kw = kernel[1];
   const int64_t sh = stride[0], sw = stride[1];
+  int64_t offset[256];  // window position -> offset from the window's corner (no division per output)
+  for (int64_t k = 0; k < kernel[0] * kw; ++k) offset[k] = (k / kw) * width + k % kw;
   auto gx = at::empty({P, height, width}, grad_out.options());
   const float* pg = grad_out.const_data_ptr<float>();
   const uint8_t* pa = arg.const_data_ptr<uint8_t>();
@@ -382,8 +397,8 @@ at::Tensor max_pool2d_planes_backward(const at::Tensor& grad_out, const at::Tens
       std::fill(gp, gp + height * width, 0.0f);
       for (int64_t oy = 0; oy < OH; ++oy)
         for (int64_t ox = 0; ox < OW; ++ox) {
-          const int64_t o = (p * OH + oy) * OW + ox, where = pa[o];
-          gp[(oy * sh + where / kw) * width + ox * sw + where % kw] += pg[o];
+          const int64_t o = (p * OH + oy) * OW + ox;
+          gp[oy * sh * width + ox * sw + offset[pa[o]]] += pg[o];
         }
     }
   });
