@@ -62,15 +62,13 @@ class _EventConv2d(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.nn.grad.conv2d_input(ctx.in_shape, weight, grad_out, stride, padding, dilation)
-        if ctx.needs_input_grad[1]:
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             out_channels, in_channels, kh, kw = weight.shape
-            taps = cpu.load().event_conv2d_grad_weight(indptr, indices, grad_out.contiguous(), in_channels,
-                                                       list(ctx.in_shape[2:]), [kh, kw], list(stride), list(padding),
-                                                       list(dilation))
+            taps, grad_b = cpu.load().event_conv2d_grad_weight(indptr, indices, grad_out.contiguous(), in_channels,
+                                                               list(ctx.in_shape[2:]), [kh, kw], list(stride),
+                                                               list(padding), list(dilation))
             grad_w = taps.view(in_channels, kh, kw, out_channels).permute(3, 0, 1, 2).contiguous()
-        if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad_out.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b, None, None, None
+        return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None, None
 
 
 def explain(module: nn.Conv2d, x: Tensor) -> tuple[str, str]:

@@ -4,7 +4,7 @@
 //   without values); an empty result when x holds anything else or is denser than asked.
 // * event_linear_forward: out[r] = bias + sum over the ones k of row r of W^T[k]  (= x W^T + b).
 // * event_linear_grad_weight: grad W^T[k] = sum over the rows r with x[r, k] = 1 of grad_out[r].
-// * event_conv2d_grad_weight: the weight gradient of a Conv2d from the index of its input's ones.
+// * event_conv2d_grad_weight: the weight (and bias) gradient of a Conv2d from the index of its input's ones.
 // * max_pool2d_planes (+ _backward): max pooling with a one-byte argmax per output.
 // * bernoulli_spikes: out[t, m] = 1 if u(seed, t * M + m) < p[m] else 0, with u a counter-based
 //   hash of the element's index into [0, 1) (24 bits): the same values whatever the thread count,
@@ -260,15 +260,18 @@ struct AxisTaps {
 };
 
 // (indptr, indices) of x [B, Cin * H * W] (the ones of each sample), grad_out [B, Cout, OH, OW]
-// -> grad W in [Cin, KH, KW, Cout] order:
+// -> {grad W in [Cin, KH, KW, Cout] order, grad bias [Cout]}:
 //   grad W[ci, ki, kj] = sum over the ones (b, ci, py, px) whose window position
-//   (oy, ox) = ((py + pad - ki * dil) / stride, likewise) is whole and in range, of grad_out[b, :, oy, ox].
-// Each sample's grad_out is transposed to [OH * OW, Cout] in a local buffer, so that every term is
-// a contiguous row. Samples are split into a fixed number of chunks, each summing into its own
-// rows, added in chunk order: the result depends neither on thread timing nor on the thread count.
-at::Tensor event_conv2d_grad_weight(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& grad_out,
-                                    int64_t in_channels, at::IntArrayRef in_size, at::IntArrayRef kernel,
-                                    at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation) {
+//   (oy, ox) = ((py + pad - ki * dil) / stride, likewise) is whole and in range, of grad_out[b, :, oy, ox];
+//   grad bias = grad_out summed over samples and positions (read anyway).
+// Each sample's grad_out is transposed to [OH * OW, Cp] in a local buffer (Cp: Cout rounded up to
+// whole vectors, the extra lanes zero), so that every term is a few vector adds. Samples are split
+// into a fixed number of chunks, each summing into its own rows, added in chunk order: the result
+// depends neither on thread timing nor on the thread count.
+std::vector<at::Tensor> event_conv2d_grad_weight(const at::Tensor& indptr, const at::Tensor& indices,
+                                                 const at::Tensor& grad_out, int64_t in_channels, at::IntArrayRef in_size,
+                                                 at::IntArrayRef kernel, at::IntArrayRef stride, at::IntArrayRef padding,
+                                                 at::IntArrayRef dilation) {
   check_index(indptr, indices);
   check_float(grad_out, "grad_out", 4);
   TORCH_CHECK(in_size.size() == 2 && kernel.size() == 2 && stride.size() == 2 && padding.size() == 2 &&
@@ -281,20 +284,30 @@ at::Tensor event_conv2d_grad_weight(const at::Tensor& indptr, const at::Tensor& 
   TORCH_CHECK(grad_out.size(0) == B, "traceTorch event kernel: grad_out has ", grad_out.size(0), " samples, expected ", B);
   const AxisTaps ty(H, OH, KH, stride[0], padding[0], dilation[0]), tx(W, OW, KW, stride[1], padding[1], dilation[1]);
   const int64_t plane = H * W, taps = in_channels * KH * KW, outs = OH * OW;
+  const int64_t V = (Cout + 7) / 8, Cp = 8 * V;  // vectors per row, padded row length
   const int64_t* ip = indptr.const_data_ptr<int64_t>();
   const int32_t* ix = indices.const_data_ptr<int32_t>();
   const float* go = grad_out.const_data_ptr<float>();
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(B, CONV_CHUNKS));
   const int64_t per_chunk = (B + chunks - 1) / chunks;
-  std::vector<float> acc(chunks * taps * Cout, 0.0f);
+  const int64_t span = taps * Cp + Cp;  // a chunk's weight rows, then its bias row
+  std::vector<float> acc(chunks * span, 0.0f);
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
-    std::vector<float> rows(outs * Cout);
+    std::vector<float> rows(outs * Cp, 0.0f);
     for (int64_t c = c0; c < c1; ++c) {
-      float* a = acc.data() + c * taps * Cout;
+      float* a = acc.data() + c * span;
+      float* bias = a + taps * Cp;
       for (int64_t b = c * per_chunk; b < std::min(B, (c + 1) * per_chunk); ++b) {
         const float* gb = go + b * Cout * outs;
-        for (int64_t o = 0; o < Cout; ++o)
-          for (int64_t q = 0; q < outs; ++q) rows[q * Cout + o] = gb[o * outs + q];
+        for (int64_t o = 0; o < Cout; ++o) {
+          float total = 0.0f;
+          for (int64_t q = 0; q < outs; ++q) {
+            const float g = gb[o * outs + q];
+            rows[q * Cp + o] = g;
+            total += g;
+          }
+          bias[o] += total;
+        }
         int64_t ci = -1, next_plane = 0;  // the indices of a sample are increasing: track the channel
         for (int64_t j = ip[b]; j < ip[b + 1]; ++j) {
           const int64_t e = ix[j];
@@ -304,12 +317,12 @@ at::Tensor event_conv2d_grad_weight(const at::Tensor& indptr, const at::Tensor& 
           }
           const int64_t rest = e - ci * plane, py = rest / W, px = rest - py * W;
           for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u) {
-            float* wrow = a + (ci * KH + ty.tap[u]) * KW * Cout;
-            const float* grow = rows.data() + ty.out[u] * OW * Cout;
+            float* wrow = a + (ci * KH + ty.tap[u]) * KW * Cp;
+            const float* grow = rows.data() + ty.out[u] * OW * Cp;
             for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v) {
-              float* w = wrow + tx.tap[v] * Cout;
-              const float* g = grow + tx.out[v] * Cout;
-              for (int64_t o = 0; o < Cout; ++o) w[o] += g[o];
+              float* w = wrow + tx.tap[v] * Cp;
+              const float* g = grow + tx.out[v] * Cp;
+              for (int64_t k = 0; k < V; ++k) store8(w + 8 * k, load8(w + 8 * k) + load8(g + 8 * k));
             }
           }
         }
@@ -317,11 +330,16 @@ at::Tensor event_conv2d_grad_weight(const at::Tensor& indptr, const at::Tensor& 
     }
   });
   auto gw = at::empty({taps, Cout}, grad_out.options());
-  float* pg = gw.mutable_data_ptr<float>();
-  std::copy(acc.begin(), acc.begin() + taps * Cout, pg);
-  for (int64_t c = 1; c < chunks; ++c)
-    for (int64_t k = 0; k < taps * Cout; ++k) pg[k] += acc[c * taps * Cout + k];
-  return gw;
+  auto gbias = at::empty({Cout}, grad_out.options());
+  float* pw = gw.mutable_data_ptr<float>();
+  float* pb = gbias.mutable_data_ptr<float>();
+  for (int64_t k = 0; k <= taps; ++k)
+    for (int64_t o = 0; o < Cout; ++o) {
+      float total = acc[k * Cp + o];
+      for (int64_t c = 1; c < chunks; ++c) total += acc[c * span + k * Cp + o];
+      (k < taps ? pw[k * Cout + o] : pb[o]) = total;
+    }
+  return {gw, gbias};
 }
 
 // Max pooling over the planes of x [P, H, W] (no padding, dilation 1): out [P, OH, OW] and the
@@ -457,7 +475,7 @@ TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
   m.def("event_linear_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_features) -> Tensor");
   m.def("bernoulli_spikes(Tensor p, int steps, int seed) -> Tensor");
   m.def("event_conv2d_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_channels, int[] in_size, "
-        "int[] kernel, int[] stride, int[] padding, int[] dilation) -> Tensor");
+        "int[] kernel, int[] stride, int[] padding, int[] dilation) -> Tensor[]");
   m.def("max_pool2d_planes(Tensor x, int[] kernel, int[] stride) -> Tensor[]");
   m.def("max_pool2d_planes_backward(Tensor grad_out, Tensor arg, int height, int width, int[] kernel, "
         "int[] stride) -> Tensor");
