@@ -20,7 +20,8 @@ from tracetorch.snn.grammar import layer_names, parse
 
 QUANTS = {
     "identity": None,
-    "round": lambda: round_ste(0.5),
+    "round": lambda: round_ste(0.5),  # the kernels' blended quantizer
+    "round_unit": lambda: round_ste(),  # step 1: the kernels' own instantiation
     "stochastic_round": lambda: stochastic_round_ste(),
     "probabilistic": lambda: probabilistic_ste(),
 }
@@ -191,16 +192,16 @@ def run_both(layer, x, path):
     return ref, x_a, x_b, out, out_ref
 
 
-@pytest.mark.parametrize("quant", ["identity", "stochastic_round"])
+@pytest.mark.parametrize("quant", ["identity", "round_unit", "stochastic_round"])
 @pytest.mark.parametrize("name", layer_names())
 def test_compiled_kernel_matches_reference_over_several_blocks(name: str, quant: str) -> None:
     # 5*37*5*3 = 2775 elements per step: several blocks of 1024 and a partial one, neurons in the middle;
-    # the identity quantizer runs the kernel's specialized instantiation, the others the blended one
+    # the identity quantizer and round_ste with step 1 run the kernel's own instantiations, the others the blended one
     fires = tt.snn.grammar.parse(name).fires
     if quant != "identity" and not fires:
         pytest.skip("only firing layers quantize")
     torch.manual_seed(0)
-    kwargs = {"quant_fn": stochastic_round_ste(0.5)} if quant != "identity" else {}
+    kwargs = {"quant_fn": round_ste() if quant == "round_unit" else stochastic_round_ste(0.5)} if quant != "identity" else {}
     layer = tt.snn.get_layer_class(name)(37, dim=-3, **kwargs)
     with torch.no_grad():
         for p in layer.parameters():

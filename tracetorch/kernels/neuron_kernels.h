@@ -127,12 +127,13 @@ template <typename T> struct IdentityQuant {
   inline T grad(T) const { return T(1); }
 };
 
-// round_ste, the usual binary-spike quantizer, known at compile time: the same value as the
-// blended Quantizer gives it (sg + (round(sg / step) * step - sg)), without the other variants.
+// round_ste with its default step 1, the usual binary-spike quantizer, known at compile time: the
+// same value as the blended Quantizer gives it (sg + (round(sg / 1) * 1 - sg), where dividing and
+// multiplying by 1 are exact), without the other variants and without a division. round_ste with
+// another step takes the blended Quantizer.
 template <typename T> struct RoundQuant {
-  T step;
-  RoundQuant(int, T step_size) : step(step_size) {}
-  inline T operator()(T sg, T) const { return sg + (std::nearbyint(sg / step) * step - sg); }
+  RoundQuant(int, T) {}
+  inline T operator()(T sg, T) const { return sg + (std::nearbyint(sg) - sg); }
   inline T grad(T) const { return T(1); }
 };
 
@@ -627,11 +628,11 @@ template <bool FORWARD, typename Q, bool D, bool SY, bool R, int F> void launch_
   }
 }
 
-// Firing layers get specializations for the identity and round quantizers; the stochastic ones
-// share the blended one.
+// Firing layers get specializations for the identity quantizer and round_ste with step 1; the
+// others share the blended one.
 template <bool FORWARD, bool D, bool SY, bool R, int F> void launch(const Call& c) {
   if constexpr (F >= LIB) {
-    if (c.q == Q_ROUND) return launch_with<FORWARD, RoundQuant<float>, D, SY, R, F>(c);
+    if (c.q == Q_ROUND && c.step == 1.0) return launch_with<FORWARD, RoundQuant<float>, D, SY, R, F>(c);
     if (c.q != Q_ID) return launch_with<FORWARD, Quantizer<float>, D, SY, R, F>(c);
   }
   launch_with<FORWARD, IdentityQuant<float>, D, SY, R, F>(c);
