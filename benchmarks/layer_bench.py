@@ -7,7 +7,7 @@ with no ``quant_fn``, what a user gets by default, run in sequence mode.
 Each (library, case) runs in a fresh subprocess, so that the peak memory is that process's
 resident-set high-water mark during one forward+backward (minus what it held before), and
 the autograd memory is the bytes of the tensors autograd saved for the backward pass.
-Times are the median of several runs. The other libraries are optional (``pip install -e
+Times are the median of 15 runs (``--repeats``). The other libraries are optional (``pip install -e
 .[bench]``); missing ones are skipped. Ratios are against the fastest / leanest of the other
 libraries measured in the same run.
 
@@ -184,7 +184,7 @@ def table(cases: list[tuple[int, int]], repeats: int, memory_only: bool = False)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--child", nargs=4, metavar=("LIB", "N", "T", "REPEATS"), help=argparse.SUPPRESS)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, help="torch.set_num_threads in every measurement (default: torch's)")
     parser.add_argument("--memory", action="store_true", help=f"also measure BPTT memory at N, T = {MEMORY_CASE}")
     parser.add_argument("--cases", nargs="+", type=parse_case, default=CASES, metavar="NxT",
