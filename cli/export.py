@@ -13,19 +13,10 @@ import sys
 import warnings
 from typing import Any
 
+from tracetorch.cli.arguments import add_input_shape
 from tracetorch.cli.errors import USER_ERRORS, fail
 
 __all__ = ["main"]
-
-
-def _shape(text: str) -> list[int]:
-    try:
-        shape = [int(part) for part in text.replace("x", ",").split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected sizes like 1,28,28, got {text!r}") from None
-    if not shape or any(s < 1 for s in shape):
-        raise argparse.ArgumentTypeError(f"expected positive sizes like 1,28,28, got {text!r}")
-    return shape
 
 
 def _model_from_config(model_config: dict[str, Any], input_shape: list[int], num_classes: int | None) -> Any:
@@ -75,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("spec", nargs="?", help="a model spec YAML file (or use --checkpoint)")
     parser.add_argument("--checkpoint", help="a tt-train checkpoint directory (run_dir/checkpoints/step_*)")
     parser.add_argument("-o", "--output", required=True, help="the .nir file to write")
-    parser.add_argument("--input-shape", type=_shape, help="per-sample input shape, e.g. 1,28,28 (default: the spec's "
-                        "input_shape, or the checkpoint's dataset)")
+    add_input_shape(parser, "the shape of one sample (default: the spec's input_shape, or the checkpoint's dataset)")
     parser.add_argument("--dt", type=float, default=None, help="time step in seconds stored in the graph (default 1e-4)")
     parser.add_argument("--approximate", action="store_true", help="write layers without an exact NIR form as the nearest "
                         "NIR node, tagged so that tracetorch.nir.from_nir rebuilds them exactly")

@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from rich.console import Console
+from tracetorch.cli.arguments import add_input_shape
 
 from tracetorch.builder import SpecError, build_model
 from tracetorch.builder.build import declared_input_shape
@@ -39,8 +40,7 @@ def _shape_for(path: str, shape: list[int] | None) -> list[int] | None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tt-validate", description="Validate traceTorch model spec files.")
     parser.add_argument("files", nargs="+", metavar="FILE", help="model spec YAML files")
-    parser.add_argument("--input-shape", type=int, nargs="+", metavar="N",
-                        help="the shape of one sample, for files without input_shape (e.g. configs/model/*: 1 28 28)")
+    add_input_shape(parser, "the shape of one sample, for files without input_shape (configs/model/*)")
     parser.add_argument("--nir", action="store_true", help="also say, per layer, whether it exports to NIR (tt-export)")
     parser.add_argument("--dot", metavar="DIR", help="write a Graphviz picture of each graph spec to DIR (.dot, .svg)")
     args = parser.parse_args(argv)

@@ -111,3 +111,24 @@ def test_schema_agrees_with_pydantic_on_the_examples() -> None:
     for path in CONFIGS:
         spec = tt.load_spec(path)
         assert tt.builder.ModelSpec.model_validate(spec.to_dict()) == spec
+
+
+@pytest.mark.parametrize("spelling", [["1", "28", "28"], ["1,28,28"], ["1x28x28"]])
+def test_input_shape_has_one_spelling_for_every_command(spelling: list[str], capsys) -> None:
+    from tracetorch.cli.arguments import parse_shape
+
+    assert parse_shape(spelling) == [1, 28, 28]
+    assert validate_cli.main([str(MLP), "--input-shape", *spelling]) == 0
+    assert "mlp.yaml: OK" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", [["1", "0", "28"], ["1,-28"], ["28.5"], ["a"]])
+def test_a_bad_input_shape_is_named(bad: list[str], capsys) -> None:
+    from tracetorch.cli import export as export_cli
+
+    for main in (validate_cli.main, lambda argv: export_cli.main([*argv, "-o", "unused.nir"])):
+        with pytest.raises(SystemExit) as exit_info:
+            main([str(MLP), "--input-shape", *bad])
+        assert exit_info.value.code == 2
+        assert f"argument --input-shape: expected positive sizes like 1 28 28 or 1,28,28, got {' '.join(bad)!r}" in \
+            capsys.readouterr().err
