@@ -37,6 +37,7 @@ same run.
     python benchmarks/train_bench.py --model conv      # conv SNN, spikes drawn before the clock, 1 epoch
     python benchmarks/train_bench.py [--epochs 3] [--steps 20] [--threads N] [--libraries tracetorch-seq spikingjelly]
     python benchmarks/train_bench.py --limit 500 --epochs 1   # a quick check on 500 train / 500 test images
+    python benchmarks/train_bench.py --model conv --libraries tracetorch-seq --profile 5   # where the time goes
 """
 
 from __future__ import annotations
@@ -179,8 +180,12 @@ MODELS = {
 }
 
 
-def train_and_test(name: str, data: tuple, model: str, encoding: str, epochs: int, steps: int) -> dict:
-    """Training samples/s, test accuracy (None without MNIST) and peak memory of library ``name``."""
+def train_and_test(name: str, data: tuple, model: str, encoding: str, epochs: int, steps: int, profile: int = 0) -> dict:
+    """Training samples/s, test accuracy (None without MNIST) and peak memory of library ``name``.
+
+    With ``profile`` > 0: after two warm-up batches, ``torch.profiler``'s table of the next ``profile`` batches
+    (to stderr) instead.
+    """
     images, labels, test_images, test_labels, _ = data
     if model == "conv":
         images = images.view(-1, 1, 28, 28)
@@ -199,14 +204,28 @@ def train_and_test(name: str, data: tuple, model: str, encoding: str, epochs: in
     inputs = [encode(images[index]) for index in batches] if encoding == "pre" else None
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = 0.0
-    for i, index in enumerate(batches):
-        if i == 2:
-            start = time.perf_counter()
+
+    def train(i: int, index: torch.Tensor) -> None:
         x_seq = inputs[i] if inputs is not None else encode(images[index])
         loss = loss_fn(forward(x_seq).mean(0), labels[index])
         opt.zero_grad()
         loss.backward()
         opt.step()
+
+    if profile:
+        from torch.profiler import profile as torch_profile
+
+        for i, index in enumerate(batches[:2]):
+            train(i, index)
+        with torch_profile() as prof:
+            for i, index in enumerate(batches[2:2 + profile], start=2):
+                train(i, index)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=20), file=sys.stderr)
+        return {}
+    for i, index in enumerate(batches):
+        if i == 2:
+            start = time.perf_counter()
+        train(i, index)
     rate = (len(batches) - 2) * batch / (time.perf_counter() - start)
     peak_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_before) / 1024
     accuracy = None
@@ -255,6 +274,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
     parser.add_argument("--libraries", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--child", choices=list(MODELS), help=argparse.SUPPRESS)
+    parser.add_argument("--profile", type=int, default=0, metavar="BATCHES",
+                        help="print torch.profiler's table of BATCHES training batches of the first --libraries entry, "
+                        "in this process, instead of the benchmark")
     args = parser.parse_args()
     epochs = args.epochs or EPOCHS[args.model]
     steps = args.steps or STEPS[args.model]
@@ -262,6 +284,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = load_images(args.limit)
+    if args.profile:
+        mode = "pre" if encoding == "all" else encoding
+        train_and_test(args.libraries[0], data, args.model, mode, epochs, steps, profile=args.profile)
+        return
     if args.child:
         print(json.dumps(train_and_test(args.child, data, args.model, encoding, epochs, steps)))
         return

@@ -142,8 +142,19 @@ struct Shape {
   int64_t gout_tstride = 0;  // backward: M, or 0 when the output gradient is the same at every step
 };
 
-// blocks per task: at least ~256k element-steps, so small problems skip the thread start-up
-inline int64_t grain(const Shape& sh) { return std::max<int64_t>(1, (int64_t{1} << 18) / (BLK * std::max<int64_t>(sh.T, 1))); }
+// The blocks split into equal chunks, one task each: at most one per thread, and at least ~64k
+// element-steps per chunk, so small problems skip the thread start-up. The split depends on the
+// shape and the thread count only (backward sums parameter gradients per chunk, in chunk order).
+struct Split {
+  int64_t blocks, chunks, per_chunk;
+  explicit Split(const Shape& sh) : blocks((sh.M + BLK - 1) / BLK) {
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (BLK * std::max<int64_t>(sh.T, 1)));
+    chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (blocks + grain - 1) / grain));
+    per_chunk = (blocks + chunks - 1) / chunks;
+  }
+  int64_t first(int64_t chunk) const { return std::min(blocks, chunk * per_chunk); }
+  int64_t last(int64_t chunk) const { return std::min(blocks, (chunk + 1) * per_chunk); }
+};
 
 // Saved rows per step: the synaptic, recurrent and membrane traces the layer has, in that order,
 // each one row (two when dual: positive and negative). Also used at run time by neuron_cpu.cpp.
@@ -294,8 +305,9 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   static void forward(const Shape& sh, int q, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
                       T* sav) {
     const Q qz_call(q, step);
-    const int64_t nblocks = (sh.M + BLK - 1) / BLK;
-    at::parallel_for(0, nblocks, grain(sh), [&](int64_t b0, int64_t b1) {
+    const Split split(sh);
+    at::parallel_for(0, split.chunks, 1, [&](int64_t c0, int64_t c1) {
+      const int64_t b0 = split.first(c0), b1 = split.last(c1 - 1);
       const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
       // every pointer used in the vector loop is valid, so that no load or store is conditional
       Rows<T> st_rows(NS), pv_rows(NP), zero_rows(1), scratch_rows(S + 2);
@@ -394,16 +406,14 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   static void backward(const Shape& sh, int q, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
                        T step, const T* sav, T* gx, T* gprm, T* ginit) {
     const Q qz_call(q, step);
-    const int64_t nblocks = (sh.M + BLK - 1) / BLK;
-    // A fixed split into chunks, each summing its parameter gradients into its own [NP, N] rows,
-    // added up in chunk order afterwards: the result does not depend on thread timing.
-    const int64_t nchunks = std::max<int64_t>(
-        1, std::min<int64_t>(at::get_num_threads(), (nblocks + grain(sh) - 1) / grain(sh)));
-    const int64_t per_chunk = (nblocks + nchunks - 1) / nchunks;
+    // Each chunk sums its parameter gradients into its own [NP, N] rows, added up in chunk order
+    // afterwards: the result does not depend on thread timing.
+    const Split split(sh);
+    const int64_t nchunks = split.chunks;
     std::vector<T> acc(nchunks * NP * sh.N, T(0));
     at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
      for (int64_t chunk = c0; chunk < c1; ++chunk) {
-      const int64_t b0 = chunk * per_chunk, b1 = std::min(nblocks, b0 + per_chunk);
+      const int64_t b0 = split.first(chunk), b1 = split.last(chunk);
       T* chunk_acc = acc.data() + chunk * NP * sh.N;
       const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
       Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1);
