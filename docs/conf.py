@@ -57,7 +57,7 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(int|float|str|bool|dict|list|tuple|set|type|object|None|bytes|Exception|ValueError|TypeError)"),
     (r"py:.*", r"(KeyError|FileNotFoundError|OSError|RuntimeError|NoReturn|Self|TracebackType|PathLike|os\..*)"),
     (r"py:.*", r"(annotated_types|types|pydantic_core)\..*|FieldInfo|NoneType|Gt|Ge|Lt|Le|MinLen|MaxLen"),  # Pydantic fields
-    (r"py:.*", r"(inspect|yaml|safetensors|sklearn|contextlib|nir|nirtorch|gymnasium|tonic|h5py)\..*"),
+    (r"py:.*", r"(inspect|yaml|safetensors|sklearn|contextlib|nir|nirtorch|gymnasium|tonic|h5py|argparse)\..*"),
     (r"py:class", r"Int|Float|Source|Device|list\[.*|tuple\[.*"),  # annotation aliases, split annotations
     (r"py:attr", r"observation_space|action_space|np_random\w*"),  # gymnasium.Env attributes
     (r"py:class", r"dict\[str|Strict\w+|PositiveInt|Number|LayerSpec|RegisteredLayer"),  # schema aliases, split annotations

@@ -76,8 +76,10 @@ def test_tt_export_a_checkpoint_equals_the_trained_model(tmp_path, capsys):
     assert capsys.readouterr().err == f"tt-export: error: {tmp_path / 'nowhere'}: no such checkpoint directory\n"
 
 
-def test_tt_validate_nir_says_per_layer(capsys, tmp_path):
+def test_tt_validate_nir_says_per_layer(capsys, tmp_path, monkeypatch):
     import yaml
+
+    monkeypatch.setenv("COLUMNS", "200")  # rich wraps the column titles on a narrow terminal
 
     spec = yaml.safe_load((CONFIGS / "recurrent.yaml").read_text())
     spec["input_shape"] = [1, 28, 28]
