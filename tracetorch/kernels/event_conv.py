@@ -37,7 +37,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 from tracetorch.kernels import cpu, dispatch
-from tracetorch.kernels.event_linear import MAX_DENSITY, MIN_ELEMENTS
+from tracetorch.kernels.event_linear import MAX_DENSITY, MIN_ELEMENTS, unsupported_tensors
 
 __all__ = ["conv2d", "explain"]
 
@@ -80,13 +80,9 @@ def explain(module: nn.Conv2d, x: Tensor) -> tuple[str, str]:
         return "dense", "forced"
     if module.groups != 1 or module.padding_mode != "zeros" or isinstance(module.padding, str):
         return "dense", "grouped, string-padded or non-zero-padded convolution"
-    tensors = [x, module.weight] + ([] if module.bias is None else [module.bias])
-    if any(t.dtype != torch.float32 for t in tensors):
-        return "dense", "dtype other than float32"
-    if any(t.device.type != "cpu" for t in tensors):
-        return "dense", "not a CPU tensor"
-    if torch.is_autocast_enabled("cpu"):
-        return "dense", "autocast (torch picks the precision)"
+    why = unsupported_tensors([x, module.weight] + ([] if module.bias is None else [module.bias]))
+    if why is not None:
+        return "dense", why
     if x.ndim != 4 or x.shape[1] != module.in_channels:
         return "dense", "shapes for torch's own checks"
     if x.numel() < MIN_ELEMENTS:

@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from tracetorch.kernels import cpu, dispatch
 
-__all__ = ["MAX_DENSITY", "MIN_ELEMENTS", "linear", "explain"]
+__all__ = ["MAX_DENSITY", "MIN_ELEMENTS", "linear", "explain", "unsupported_tensors"]
 
 MAX_DENSITY = 0.5
 """Inputs with a larger fraction of ones take the dense path."""
@@ -69,6 +69,17 @@ class _EventLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
+def unsupported_tensors(tensors: list[Tensor]) -> str | None:
+    """Why the event kernels cannot take these tensors (dtype, device, autocast), or ``None``."""
+    if any(t.dtype != torch.float32 for t in tensors):
+        return "dtype other than float32"
+    if any(t.device.type != "cpu" for t in tensors):
+        return "not a CPU tensor"
+    if torch.is_autocast_enabled("cpu"):
+        return "autocast (torch picks the precision)"
+    return None
+
+
 def explain(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> tuple[str, str]:
     """``("events" | "dense", reason)``: the path :func:`linear` would try for these arguments.
 
@@ -76,13 +87,9 @@ def explain(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> tuple[str,
     """
     if dispatch.wanted() == "reference":
         return "dense", "forced"
-    tensors = [x, weight] + ([] if bias is None else [bias])
-    if any(t.dtype != torch.float32 for t in tensors):
-        return "dense", "dtype other than float32"
-    if any(t.device.type != "cpu" for t in tensors):
-        return "dense", "not a CPU tensor"
-    if torch.is_autocast_enabled("cpu"):
-        return "dense", "autocast (torch picks the precision)"
+    why = unsupported_tensors([x, weight] + ([] if bias is None else [bias]))
+    if why is not None:
+        return "dense", why
     if x.ndim < 2 or x.shape[-1] != weight.shape[-1] or weight.ndim != 2:
         return "dense", "shapes for torch's own checks"
     if x.numel() < MIN_ELEMENTS:
