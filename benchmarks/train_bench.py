@@ -4,7 +4,8 @@
 ``--model conv``: Conv2d(1, 12, 5) - LIF - MaxPool2d(2) - Conv2d(12, 64, 5) - LIF - MaxPool2d(2) -
 Flatten - Linear(1024, 10) - LIF on the 28x28 images, T=10, batch 64, 1 epoch.
 Every library trains the same network (the same torch layers with the same initial weights,
-each followed by a LIF with beta 0.9, threshold 1, binary spikes and subtractive reset;
+each followed by a LIF with beta 0.9, threshold 1, binary spikes and subtractive reset, its
+parameters fixed (snnTorch's and SpikingJelly's defaults; traceTorch's are learned unless told not to);
 loss = cross-entropy of the mean output spikes over time; Adam, lr 1e-3) on the same shuffled
 batches: traceTorch in step mode and in sequence mode (``model.run``), snnTorch (a step loop
 over ``snn.Leaky``) and SpikingJelly (multi-step ``LIFNode`` in ``SeqToANNContainer`` layers)
@@ -111,7 +112,9 @@ def tracetorch_model(model: str, steps: int, sequence: bool) -> tuple[nn.Module,
 
     mods: list[nn.Module] = []
     for layer, n, dim, after in stages(model):
-        mods += [layer, tt.snn.LIB(n, beta=0.9, dim=dim, quant_fn=tt.functional.round_ste()), *after]  # binary spikes
+        lif = tt.snn.LIB(n, beta=0.9, dim=dim, quant_fn=tt.functional.round_ste(),  # binary spikes
+                         learn_beta=False, learn_threshold=False, learn_bias=False)  # fixed, as in the other libraries
+        mods += [layer, lif, *after]
     net = tt.Sequential(*mods)
 
     def forward(x_seq: torch.Tensor) -> torch.Tensor:

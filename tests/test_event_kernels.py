@@ -73,6 +73,35 @@ def test_binary_rows_is_the_index_of_the_ones() -> None:
 
 
 @compiled
+@pytest.mark.parametrize("outputs", [10, 64, 130])
+def test_event_weight_gradient_adds_the_rows_in_order(outputs: int) -> None:
+    # grad W^T[k] = grad_out[r1] + grad_out[r2] + ... over the rows with x[r, k] = 1, added in increasing r
+    x, g = spikes(300, 77, density=0.3), torch.randn(300, outputs)
+    indptr, indices = cpu.load().binary_rows(x, 1.0)
+    want = torch.zeros(77, outputs)
+    for r in range(300):
+        want[x[r] == 1] += g[r]
+    assert torch.equal(cpu.load().event_linear_grad_weight(indptr, indices, g, 77), want)
+
+
+@compiled
+@pytest.mark.parametrize("column", [3, 86, 89])  # in the eight-lane loop, in the last full group, in the tail
+@pytest.mark.parametrize("value", [0.5, 2.0, -1.0, float("nan"), float("inf")])
+def test_binary_rows_refuses_any_other_value_wherever_it_is(column: int, value: float) -> None:
+    x = spikes(40, 90, density=0.3)
+    x[17, column] = value
+    assert cpu.load().binary_rows(x, 1.0)[0].numel() == 0
+
+
+@compiled
+def test_binary_rows_counts_negative_zero_as_zero() -> None:
+    x = spikes(40, 90, density=0.3)
+    x[x == 0] = -0.0
+    indptr, indices = cpu.load().binary_rows(x, 1.0)
+    assert indptr[-1] == int((x == 1).sum()) and torch.equal(indices.long(), x.nonzero()[:, 1])
+
+
+@compiled
 @pytest.mark.parametrize(
     ("value", "density", "why"), [(0.5, 0.1, "a value other than 0/1"), (-1.0, 0.1, "a -1"), (1.0, 0.9, "too dense")]
 )

@@ -17,14 +17,16 @@
 
 #include "tensor_pool.h"
 
-#if defined(__AVX512F__)
+#if defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <memory>
 #include <utility>
 #include <cstring>
 #include <vector>
@@ -79,6 +81,26 @@ template <int V> inline void gather_sum(const int32_t* idx, int64_t cnt, const f
   for (int v = 0; v < V; ++v) store8(o + n0 + 8 * v, acc[v]);
 }
 
+// o[idx[j]] += row for every j: one row of grad_out added to the rows idx of grad W^T [., N],
+// eight lanes at a time, each slice of the row held in registers while it is added everywhere.
+template <int V> inline void scatter_slice(const float* row, int64_t n0, int64_t stride, const int32_t* idx,
+                                           int64_t cnt, float* out) {
+  v8 add[V];
+  for (int v = 0; v < V; ++v) add[v] = load8(row + n0 + 8 * v);
+  for (int64_t j = 0; j < cnt; ++j) {
+    float* o = out + static_cast<int64_t>(idx[j]) * stride + n0;
+    for (int v = 0; v < V; ++v) store8(o + 8 * v, load8(o + 8 * v) + add[v]);
+  }
+}
+
+inline void scatter_row(const float* row, int64_t N, const int32_t* idx, int64_t cnt, float* out, int64_t stride) {
+  int64_t n0 = 0;
+  for (; n0 + 64 <= N; n0 += 64) scatter_slice<8>(row, n0, stride, idx, cnt, out);
+  for (; n0 + 8 <= N; n0 += 8) scatter_slice<1>(row, n0, stride, idx, cnt, out);
+  for (; n0 < N; ++n0)
+    for (int64_t j = 0; j < cnt; ++j) out[static_cast<int64_t>(idx[j]) * stride + n0] += row[n0];
+}
+
 // out[r] = init (bias row, or zeros) + sum over the indices j of row r of table[j]: a sparse
 // 0/1 matrix [R, K] (CSR) times a dense table [K, N].
 void sparse_binary_matmul(const int64_t* ip, const int32_t* ix, int64_t R, const float* table, int64_t N,
@@ -105,32 +127,60 @@ void sparse_binary_matmul(const int64_t* ip, const int32_t* ix, int64_t R, const
   });
 }
 
-// Writes the positions of the non-zeros of row[0:K] to buf (room for K + 16), in order; returns
-// how many. The vector loop stores 16 positions at a time and advances by the number of ones
-// (a register compress then a plain store: the compress-to-memory form is slow on some CPUs).
-inline int64_t compact_ones(const float* row, int64_t K, int32_t* buf) {
+// The 256 ways 8 lanes can fire, each as the lane numbers of its ones, packed one byte a lane
+// in increasing order: entry m of the table compacts the lanes of bit mask m.
+struct LaneTable {
+  uint64_t lanes[256];
+  constexpr LaneTable() : lanes() {
+    for (int m = 0; m < 256; ++m) {
+      uint64_t packed = 0;
+      int count = 0;
+      for (int lane = 0; lane < 8; ++lane)
+        if (m & (1 << lane)) packed |= static_cast<uint64_t>(lane) << (8 * count++);
+      lanes[m] = packed;
+    }
+  }
+};
+constexpr LaneTable LANES;
+
+// Writes the positions of the non-zeros of row[0:K] to buf (room for K + 8), in order, and
+// returns how many; sets `bad` when a value is neither 0 nor 1 (NaN included). Eight values at a
+// time: compare, look the lane numbers of the ones up in LANES, store all eight, advance by the
+// number of ones (a store that is overwritten next, no branch on the data).
+inline int64_t compact_ones(const float* row, int64_t K, int32_t* buf, bool& bad) {
   int64_t k = 0, count = 0;
-#if defined(__AVX512F__)
-  const __m512 zero = _mm512_setzero_ps();
-  const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  for (; k + 16 <= K; k += 16) {
-    const __mmask16 ones = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + k), zero, _CMP_NEQ_UQ);
-    const __m512i where = _mm512_maskz_compress_epi32(ones, _mm512_add_epi32(iota, _mm512_set1_epi32(static_cast<int32_t>(k))));
-    _mm512_storeu_si512(buf + count, where);
-    count += __builtin_popcount(ones);
+#if defined(__AVX2__)
+  const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+  __m256 other = zero;
+  for (; k + 8 <= K; k += 8) {
+    const __m256 v = _mm256_loadu_ps(row + k);
+    const __m256 nonzero = _mm256_cmp_ps(v, zero, _CMP_NEQ_UQ);
+    other = _mm256_or_ps(other, _mm256_and_ps(nonzero, _mm256_cmp_ps(v, one, _CMP_NEQ_UQ)));
+    const int mask = _mm256_movemask_ps(nonzero);
+    const __m256i lanes = _mm256_cvtepu8_epi32(_mm_cvtsi64_si128(static_cast<int64_t>(LANES.lanes[mask])));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(buf + count),
+                        _mm256_add_epi32(lanes, _mm256_set1_epi32(static_cast<int32_t>(k))));
+    count += __builtin_popcount(static_cast<unsigned>(mask));
   }
+  bad |= _mm256_movemask_ps(other) != 0;
 #endif
+  int other_scalar = 0;
   for (; k < K; ++k) {  // branch-free: always store, advance on a one
+    const float v = row[k];
     buf[count] = static_cast<int32_t>(k);
-    count += row[k] != 0.0f;
+    count += v != 0.0f;
+    other_scalar |= (v != 0.0f) & (v != 1.0f);
   }
+  bad |= other_scalar != 0;
   return count;
 }
 
 }  // namespace
 
 // x [R, K] -> (indptr int64 [R + 1], indices int32 [nnz]); both empty when x is not all 0/1 or
-// has more than max_density * R * K ones.
+// has more than max_density * R * K ones. One pass over x: each block of rows compacts its ones
+// into a buffer of its own (sized for max_density, grown if a block is denser) and counts them per
+// row; the counts give every block its place in `indices`, and the blocks are copied there.
 std::vector<at::Tensor> binary_rows(const at::Tensor& x, double max_density) {
   check_float(x, "x", 2);
   const int64_t R = x.size(0), K = x.size(1);
@@ -138,36 +188,44 @@ std::vector<at::Tensor> binary_rows(const at::Tensor& x, double max_density) {
   const float* px = x.const_data_ptr<float>();
   auto indptr = at::empty({R + 1}, x.options().dtype(at::kLong));
   int64_t* ip = indptr.mutable_data_ptr<int64_t>();
-  std::vector<uint8_t> bad(R, 0);
-  at::parallel_for(0, R, ROW_GRAIN, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* row = px + r * K;
-      int64_t count = 0;
-      int other = 0;
-      for (int64_t k = 0; k < K; ++k) {
-        const float v = row[k];
-        count += v != 0.0f;
-        other |= (v != 0.0f) & (v != 1.0f);
+  auto none = [&] { return std::vector<at::Tensor>{at::empty({0}, indptr.options()), at::empty({0}, x.options().dtype(at::kInt))}; };
+  const int64_t blocks = std::min<int64_t>(R, std::max<int64_t>(1, at::get_num_threads()) * 4);
+  const int64_t per_block = blocks > 0 ? (R + blocks - 1) / blocks : 0;
+  const double density = std::clamp(max_density, 0.0, 1.0);
+  std::vector<std::unique_ptr<int32_t[]>> found(blocks);  // uninitialized: only the written part is read
+  std::vector<int64_t> found_count(blocks, 0);
+  std::atomic<bool> any_bad{false};
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1 && !any_bad.load(std::memory_order_relaxed); ++b) {
+      const int64_t r0 = std::min(R, b * per_block), r1 = std::min(R, (b + 1) * per_block);
+      int64_t room = static_cast<int64_t>(density * static_cast<double>((r1 - r0) * K)) + K + 8, used = 0;
+      std::unique_ptr<int32_t[]> buf(new int32_t[room]);
+      bool bad = false;
+      for (int64_t r = r0; r < r1 && !bad; ++r) {
+        if (used + K + 8 > room) {
+          room = 2 * room + K + 8;
+          std::unique_ptr<int32_t[]> grown(new int32_t[room]);
+          std::memcpy(grown.get(), buf.get(), used * sizeof(int32_t));
+          buf = std::move(grown);
+        }
+        const int64_t count = compact_ones(px + r * K, K, buf.get() + used, bad);
+        ip[r + 1] = count;
+        used += count;
       }
-      ip[r + 1] = count;
-      bad[r] = static_cast<uint8_t>(other);
+      found[b] = std::move(buf);
+      found_count[b] = used;
+      if (bad) any_bad.store(true, std::memory_order_relaxed);
     }
   });
+  if (any_bad.load()) return none();
   ip[0] = 0;
-  for (int64_t r = 0; r < R; ++r) {
-    if (bad[r]) return {at::empty({0}, indptr.options()), at::empty({0}, x.options().dtype(at::kInt))};
-    ip[r + 1] += ip[r];
-  }
-  if (static_cast<double>(ip[R]) > max_density * static_cast<double>(R) * static_cast<double>(K)) {
-    return {at::empty({0}, indptr.options()), at::empty({0}, x.options().dtype(at::kInt))};
-  }
+  for (int64_t r = 0; r < R; ++r) ip[r + 1] += ip[r];
+  if (static_cast<double>(ip[R]) > max_density * static_cast<double>(R) * static_cast<double>(K)) return none();
   auto indices = at::empty({ip[R]}, x.options().dtype(at::kInt));
   int32_t* ix = indices.mutable_data_ptr<int32_t>();
-  at::parallel_for(0, R, ROW_GRAIN, [&](int64_t r0, int64_t r1) {
-    std::vector<int32_t> buf(K + 16);
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t count = compact_ones(px + r * K, K, buf.data());
-      std::memcpy(ix + ip[r], buf.data(), count * sizeof(int32_t));
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t b = b0; b < b1; ++b) {
+      std::memcpy(ix + ip[std::min(R, b * per_block)], found[b].get(), found_count[b] * sizeof(int32_t));
     }
   });
   return {indptr, indices};
@@ -190,51 +248,48 @@ at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indi
   return out;
 }
 
-// (indptr, indices) of x [R, K], grad_out [R, N] -> grad W^T [K, N] = x^T grad_out: the index is
-// transposed (a counting sort by column) and the rows of grad_out are summed per column of x.
+// (indptr, indices) of x [R, K], grad_out [R, N] -> grad W^T [K, N] = x^T grad_out: row by row,
+// grad_out[r] is added to the rows k of grad W^T where x[r, k] = 1. The columns are cut into
+// blocks whose rows of grad W^T fit in L1 (BLOCK_FLOATS), one thread a block; each block walks
+// the rows of x in order, so every sum runs in increasing r whatever the number of threads. A
+// block sums in a buffer whose rows are 64 bytes longer than N floats (rows 4 KB apart would make
+// the CPU wait on stores to other rows: 4K aliasing), then copies it out.
 at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& grad_out,
                                     int64_t in_features) {
   check_index(indptr, indices);
   check_float(grad_out, "grad_out", 2);
-  const int64_t R = indptr.size(0) - 1, N = grad_out.size(1), K = in_features, nnz = indices.size(0);
+  const int64_t R = indptr.size(0) - 1, N = grad_out.size(1), K = in_features;
   TORCH_CHECK(grad_out.size(0) == R, "traceTorch event kernel: grad_out has ", grad_out.size(0), " rows, expected ", R);
-  TORCH_CHECK(R < (int64_t{1} << 31), "traceTorch event kernel: more than 2^31 rows");
+  constexpr int64_t BLOCK_FLOATS = 4096;  // 16 KB of grad W^T per block
+  const int64_t per_block = std::max<int64_t>(1, BLOCK_FLOATS / std::max<int64_t>(N, 1));
+  const int64_t blocks = (K + per_block - 1) / per_block;
   const int64_t* ip = indptr.const_data_ptr<int64_t>();
   const int32_t* ix = indices.const_data_ptr<int32_t>();
-  // Counting sort by column, in parallel: each block of rows counts its columns, the counts give
-  // every (block, column) its place, and each block fills in its rows. A column's rows stay in
-  // increasing order, so the sums below do not depend on the number of threads.
-  const int64_t blocks = std::min<int64_t>(R, std::max<int64_t>(1, at::get_num_threads()) * 4);
-  const int64_t per_block = blocks > 0 ? (R + blocks - 1) / blocks : 0;
-  std::vector<int64_t> place(blocks * K, 0);
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      int64_t* count = place.data() + b * K;
-      for (int64_t j = ip[std::min(R, b * per_block)]; j < ip[std::min(R, (b + 1) * per_block)]; ++j) ++count[ix[j]];
-    }
-  });
-  std::vector<int64_t> col_ptr(K + 1, 0);
-  for (int64_t k = 0; k < K; ++k) {
-    int64_t at = col_ptr[k];
-    for (int64_t b = 0; b < blocks; ++b) {
-      const int64_t count = place[b * K + k];
-      place[b * K + k] = at;
-      at += count;
-    }
-    col_ptr[k + 1] = at;
-  }
-  std::vector<int32_t> col_rows(nnz);
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      int64_t* next = place.data() + b * K;
-      for (int64_t r = std::min(R, b * per_block); r < std::min(R, (b + 1) * per_block); ++r) {
-        for (int64_t j = ip[r]; j < ip[r + 1]; ++j) col_rows[next[ix[j]]++] = static_cast<int32_t>(r);
-      }
-    }
-  });
+  const float* g = grad_out.const_data_ptr<float>();
   auto gw = tracetorch_pool::pooled_empty({K, N}, grad_out.options());
-  sparse_binary_matmul(col_ptr.data(), col_rows.data(), K, grad_out.const_data_ptr<float>(), N, nullptr,
-                       gw.mutable_data_ptr<float>());
+  float* pw = gw.mutable_data_ptr<float>();
+  const int64_t stride = (N + 7) / 8 * 8 + 16;
+  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+    // cursor[r]: the first entry of row r not yet added; this thread's blocks come in increasing k
+    std::vector<int64_t> cursor(R);
+    std::vector<float> acc(per_block * stride);
+    for (int64_t r = 0; r < R; ++r)
+      cursor[r] = std::lower_bound(ix + ip[r], ix + ip[r + 1], static_cast<int32_t>(b0 * per_block)) - ix;
+    for (int64_t b = b0; b < b1; ++b) {
+      const int64_t k0 = b * per_block, k1 = std::min(K, (b + 1) * per_block);
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      float* base = acc.data() - k0 * stride;  // row k of the block at base + k * stride
+      for (int64_t r = 0; r < R; ++r) {
+        int64_t j = cursor[r];
+        const int64_t end = ip[r + 1];
+        int64_t stop = j;
+        while (stop < end && ix[stop] < k1) ++stop;
+        if (stop > j) scatter_row(g + r * N, N, ix + j, stop - j, base, stride);
+        cursor[r] = stop;
+      }
+      for (int64_t k = k0; k < k1; ++k) std::memcpy(pw + k * N, base + k * stride, N * sizeof(float));
+    }
+  });
   return gw;
 }
 
