@@ -231,22 +231,28 @@ def test_linear_with_hooks_is_called_as_a_module() -> None:
 
 
 @compiled
-def test_large_kernel_outputs_reuse_pooled_buffers() -> None:
-    layer = tt.snn.LIB(1024, quant_fn=tt.functional.round_ste())
-    x = torch.randn(10, 64, 1024)  # 2.6 MB of output: served by the pool
+@pytest.mark.parametrize(
+    ("shape", "rounded"),
+    [((10, 64, 1024), 4 << 20),  # 2.6 MB of output: rounded up to 2 MiB pages
+     ((20, 100, 128), 1 << 20),  # 1.0 MB: to the next power of two
+     ((12, 4, 1000), 256 << 10)],  # 192 KB
+)
+def test_kernel_outputs_reuse_pooled_buffers(shape: tuple[int, ...], rounded: int) -> None:
+    layer = tt.snn.LIB(shape[-1], quant_fn=tt.functional.round_ste())
+    x = torch.randn(*shape)
     with torch.no_grad():
         first = layer.run(x)
         where, expected = first.data_ptr(), first.clone()
         before = cpu.load().pool_cached_bytes()
         del first
-        assert cpu.load().pool_cached_bytes() == before + (4 << 20)  # rounded up to 2 MiB pages
+        assert cpu.load().pool_cached_bytes() == before + rounded
         layer.zero_states()
         second = layer.run(x)
     assert second.data_ptr() == where
     assert torch.equal(second, expected)
     del second
     cached = cpu.load().pool_cached_bytes()
-    assert cached >= 4 << 20
+    assert cached >= rounded
     assert cpu.release_pool() == cached
     assert cpu.load().pool_cached_bytes() == 0
 
