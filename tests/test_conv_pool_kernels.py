@@ -1,6 +1,8 @@
-"""The compiled Conv2d weight gradient on spike inputs and the compiled max pooling, against torch's own ops."""
+"""The compiled Conv2d (output and weight gradient) on spike inputs and the compiled max pooling, against torch's own ops."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 import torch
@@ -8,7 +10,7 @@ from torch import nn
 
 import tracetorch as tt
 from tracetorch.kernels import cpu, dispatch
-from tracetorch.kernels.event_conv import conv2d
+from tracetorch.kernels.event_conv import conv2d, events_pay
 from tracetorch.kernels.event_conv import explain as explain_conv
 from tracetorch.kernels.pooling import explain as explain_pool
 from tracetorch.kernels.pooling import max_pool2d
@@ -34,6 +36,7 @@ CONVS = [
     dict(in_channels=3, out_channels=7, kernel_size=3, padding=1),
     dict(in_channels=2, out_channels=9, kernel_size=(3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
     dict(in_channels=4, out_channels=5, kernel_size=3, stride=3, bias=False),
+    dict(in_channels=3, out_channels=70, kernel_size=2, padding=3),  # more than 64 outputs: two slices
 ]
 
 
@@ -66,6 +69,63 @@ def test_event_conv2d_weight_gradient_does_not_depend_on_the_thread_count() -> N
         torch.set_num_threads(threads)
     for other in results[1:]:  # the weight gradient (the bias's and the rest are torch's own)
         assert torch.equal(results[0][2], other[2])
+
+
+def event_output(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """The compiled event-driven conv2d output (called directly: :func:`conv2d` picks it only where it pays)."""
+    indptr, indices = cpu.load().binary_rows(x.reshape(x.shape[0], -1), 1.0)
+    bias = conv.weight.new_empty(0) if conv.bias is None else conv.bias.detach()
+    return cpu.load().event_conv2d_forward(indptr, indices, conv.weight.detach(), bias, list(x.shape[2:]),
+                                           list(conv.stride), list(conv.padding), list(conv.dilation))
+
+
+@compiled
+@pytest.mark.parametrize("kwargs", CONVS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_event_conv2d_kernel_output_equals_torch(kwargs: dict) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(**kwargs)
+    x = spikes(12, kwargs["in_channels"], 17, 16)
+    x[3] = 0.0  # a sample without spikes
+    with torch.no_grad():
+        torch.testing.assert_close(event_output(conv, x), conv(x), rtol=1e-5, atol=1e-5)
+
+
+@compiled
+def test_event_conv2d_output_adds_the_weights_of_the_ones() -> None:
+    # out[b, :, y, x] = bias + the weights W[:, c, i, j] whose input fired, in float64 from the definition
+    conv = nn.Conv2d(2, 3, 2, padding=1, stride=2)
+    x = spikes(4, 2, 5, 6, density=0.4)
+    got = event_output(conv, x).double()
+    w, b = conv.weight.double().detach(), conv.bias.double().detach()
+    padded = nn.functional.pad(x.double(), (1, 1, 1, 1))
+    for n, c_out, y, x_out in itertools.product(*(range(s) for s in got.shape)):
+        window = padded[n, :, 2 * y: 2 * y + 2, 2 * x_out: 2 * x_out + 2]
+        assert abs(got[n, c_out, y, x_out] - (b[c_out] + w[c_out][window == 1].sum())) < 1e-5
+
+
+@compiled
+def test_event_conv2d_output_does_not_depend_on_the_thread_count() -> None:
+    conv = nn.Conv2d(5, 20, 3, padding=1)
+    x = spikes(24, 5, 9, 9, density=0.2)
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            outputs.append(event_output(conv, x))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(outputs[0], other) for other in outputs[1:])
+
+
+@pytest.mark.parametrize(
+    ("weight", "x", "out", "ones", "pays"),
+    [((64, 12, 5, 5), (640, 12, 12, 12), (640, 64, 8, 8), 66_000, True),  # 5% ones into 12 channels
+     ((64, 12, 5, 5), (640, 12, 12, 12), (640, 64, 8, 8), 550_000, False),  # 50%
+     ((12, 1, 5, 5), (640, 1, 28, 28), (640, 12, 24, 24), 65_000, False)],  # one input channel
+)
+def test_events_pay_for_few_ones_into_many_channels(weight, x, out, ones: int, pays: bool) -> None:
+    assert events_pay(weight, x, out, ones) is pays
 
 
 @compiled

@@ -4,7 +4,8 @@
 //   without values); an empty result when x holds anything else or is denser than asked.
 // * event_linear_forward: out[r] = bias + sum over the ones k of row r of W^T[k]  (= x W^T + b).
 // * event_linear_grad_weight: grad W^T[k] = sum over the rows r with x[r, k] = 1 of grad_out[r].
-// * event_conv2d_grad_weight: the weight (and bias) gradient of a Conv2d from the index of its input's ones.
+// * event_conv2d_forward / event_conv2d_grad_weight: a Conv2d's output, and its weight (and bias)
+//   gradient, from the index of its input's ones.
 // * max_pool2d_planes (+ _backward): max pooling with a one-byte argmax per output.
 // * bernoulli_spikes: out[t, m] = 1 if u(seed, t * M + m) < p[m] else 0, with u a counter-based
 //   hash of the element's index into [0, 1) (24 bits): the same values whatever the thread count,
@@ -397,6 +398,102 @@ std::vector<at::Tensor> event_conv2d_grad_weight(const at::Tensor& indptr, const
   return {gw, gbias};
 }
 
+// out[n0 : n0 + 8V] = init[n0 : ...] + the rows list[0 : cnt] of table [., Cp], summed in registers.
+template <int V> void gather_slice(const float* table, int64_t Cp, int64_t n0, const float* init, const int32_t* list,
+                                   int64_t cnt, float* out) {
+  v8 acc[V];
+  for (int v = 0; v < V; ++v) acc[v] = load8(init + n0 + 8 * v);
+  for (int64_t j = 0; j < cnt; ++j) {
+    const float* w = table + static_cast<int64_t>(list[j]) * Cp + n0;
+    for (int v = 0; v < V; ++v) acc[v] += load8(w + 8 * v);
+  }
+  for (int v = 0; v < V; ++v) store8(out + n0 + 8 * v, acc[v]);
+}
+
+// gather_slice for 1..8 vectors (index: the number of vectors).
+using GatherSlice = void (*)(const float*, int64_t, int64_t, const float*, const int32_t*, int64_t, float*);
+constexpr GatherSlice GATHER_SLICES[9] = {nullptr,         gather_slice<1>, gather_slice<2>, gather_slice<3>,
+                                          gather_slice<4>, gather_slice<5>, gather_slice<6>, gather_slice<7>,
+                                          gather_slice<8>};
+
+// Conv2d forward on a 0/1 input from the index of its ones (per sample, increasing in
+// (channel, y, x)): out [B, Cout, OH, OW] = bias + for every output position, the sum of the
+// weights W[:, c, ky, kx] whose input x[b, c, y, x] is 1. Each sample lists, for every output
+// position, the weight rows its ones reach (through the AxisTaps tables), sums each list in
+// registers into a tile (channels innermost), then transposes the tile into out. Every output
+// is summed in the same order whatever the thread count.
+at::Tensor event_conv2d_forward(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& weight,
+                                const at::Tensor& bias, at::IntArrayRef in_size, at::IntArrayRef stride,
+                                at::IntArrayRef padding, at::IntArrayRef dilation) {
+  check_index(indptr, indices);
+  check_float(weight, "weight", 4);
+  TORCH_CHECK(in_size.size() == 2 && stride.size() == 2 && padding.size() == 2 && dilation.size() == 2,
+              "traceTorch event kernel: in_size, stride, padding and dilation need two values each");
+  TORCH_CHECK(stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 && dilation[1] > 0 && padding[0] >= 0 &&
+                  padding[1] >= 0,
+              "traceTorch event kernel: bad convolution geometry");
+  const int64_t B = indptr.size(0) - 1, Cout = weight.size(0), Cin = weight.size(1), KH = weight.size(2),
+                KW = weight.size(3), H = in_size[0], W = in_size[1];
+  const int64_t OH = (H + 2 * padding[0] - dilation[0] * (KH - 1) - 1) / stride[0] + 1;
+  const int64_t OW = (W + 2 * padding[1] - dilation[1] * (KW - 1) - 1) / stride[1] + 1;
+  TORCH_CHECK(OH > 0 && OW > 0, "traceTorch event kernel: the input is smaller than the kernel");
+  const bool has_bias = bias.numel() > 0;
+  if (has_bias) check_float(bias, "bias", 1);
+  TORCH_CHECK(!has_bias || bias.size(0) == Cout, "traceTorch event kernel: bias has ", bias.size(0), " values for ",
+              Cout, " outputs");
+  const int64_t plane = H * W, outs = OH * OW, taps = Cin * KH * KW;
+  const int64_t Cp = (Cout + 7) / 8 * 8;
+  const AxisTaps ty(H, OH, KH, stride[0], padding[0], dilation[0]), tx(W, OW, KW, stride[1], padding[1], dilation[1]);
+  // the weights as rows by (channel, ky, kx), output channels innermost, padded with zeros to Cp
+  std::vector<float> table(taps * Cp, 0.0f), bias_row(Cp, 0.0f);
+  const float* pw = weight.const_data_ptr<float>();
+  for (int64_t o = 0; o < Cout; ++o)
+    for (int64_t k = 0; k < taps; ++k) table[k * Cp + o] = pw[o * taps + k];
+  if (has_bias) std::copy(bias.const_data_ptr<float>(), bias.const_data_ptr<float>() + Cout, bias_row.begin());
+  const int64_t* ip = indptr.const_data_ptr<int64_t>();
+  const int32_t* ixs = indices.const_data_ptr<int32_t>();
+  auto out = tracetorch_pool::pooled_empty({B, Cout, OH, OW}, weight.options());
+  float* po = out.mutable_data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<int32_t> start(outs + 1), fill(outs), rows;
+    std::vector<float> tile(outs * Cp);
+    for (int64_t b = b0; b < b1; ++b) {
+      // every output position's weight rows: for each one (channel c, y, x) and each (tap, output)
+      // pair of its row and column, the row (c, ky, kx) goes to output (oy, ox); counted, then filled
+      const int64_t first = ip[b], last = ip[b + 1];
+      std::fill(start.begin(), start.end(), 0);
+      auto each_pair = [&](auto&& visit) {
+        int64_t ci = -1, next_plane = 0;  // the indices of a sample are increasing: track the channel
+        for (int64_t j = first; j < last; ++j) {
+          const int64_t e = ixs[j];
+          while (e >= next_plane) {
+            ++ci;
+            next_plane += plane;
+          }
+          const int64_t rest = e - ci * plane, py = rest / W, px = rest - py * W;
+          for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u)
+            for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v)
+              visit(ty.out[u] * OW + tx.out[v], static_cast<int32_t>((ci * KH + ty.tap[u]) * KW + tx.tap[v]));
+        }
+      };
+      each_pair([&](int64_t q, int32_t) { ++start[q + 1]; });
+      for (int64_t q = 0; q < outs; ++q) start[q + 1] += start[q];
+      rows.resize(start[outs]);
+      std::copy(start.begin(), start.end() - 1, fill.begin());
+      each_pair([&](int64_t q, int32_t row) { rows[fill[q]++] = row; });
+      for (int64_t q = 0; q < outs; ++q)
+        for (int64_t n0 = 0; n0 < Cp; n0 += 64)
+          GATHER_SLICES[std::min<int64_t>(8, (Cp - n0) / 8)](table.data(), Cp, n0, bias_row.data(),
+                                                             rows.data() + start[q], start[q + 1] - start[q],
+                                                             tile.data() + q * Cp);
+      float* ob = po + b * Cout * outs;
+      for (int64_t o = 0; o < Cout; ++o)
+        for (int64_t q = 0; q < outs; ++q) ob[o * outs + q] = tile[q * Cp + o];
+    }
+  });
+  return out;
+}
+
 // Max pooling over the planes of x [P, H, W] (no padding, dilation 1): out [P, OH, OW] and the
 // position of each maximum within its window (uint8, row-major in the window). Ties and NaNs
 // follow torch's CPU kernel: a later value wins when it is greater or NaN.
@@ -529,6 +626,8 @@ TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
   m.def("event_linear_forward(Tensor indptr, Tensor indices, Tensor weight_t, Tensor bias) -> Tensor");
   m.def("event_linear_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_features) -> Tensor");
   m.def("bernoulli_spikes(Tensor p, int steps, int seed) -> Tensor");
+  m.def("event_conv2d_forward(Tensor indptr, Tensor indices, Tensor weight, Tensor bias, int[] in_size, int[] stride, "
+        "int[] padding, int[] dilation) -> Tensor");
   m.def("event_conv2d_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_channels, int[] in_size, "
         "int[] kernel, int[] stride, int[] padding, int[] dilation) -> Tensor[]");
   m.def("max_pool2d_planes(Tensor x, int[] kernel, int[] stride) -> Tensor[]");
@@ -541,6 +640,7 @@ TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
   m.impl("event_linear_forward", &event_linear_forward);
   m.impl("event_linear_grad_weight", &event_linear_grad_weight);
   m.impl("bernoulli_spikes", &bernoulli_spikes);
+  m.impl("event_conv2d_forward", &event_conv2d_forward);
   m.impl("event_conv2d_grad_weight", &event_conv2d_grad_weight);
   m.impl("max_pool2d_planes", &max_pool2d_planes);
   m.impl("max_pool2d_planes_backward", &max_pool2d_planes_backward);
