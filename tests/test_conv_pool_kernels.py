@@ -10,7 +10,7 @@ from torch import nn
 
 import tracetorch as tt
 from tracetorch.kernels import cpu, dispatch
-from tracetorch.kernels.event_conv import conv2d, events_pay
+from tracetorch.kernels.event_conv import ConvPlan, conv2d, conv_plan
 from tracetorch.kernels.event_conv import explain as explain_conv
 from tracetorch.kernels.pooling import explain as explain_pool
 from tracetorch.kernels.pooling import max_pool2d
@@ -118,14 +118,58 @@ def test_event_conv2d_output_does_not_depend_on_the_thread_count() -> None:
     assert all(torch.equal(outputs[0], other) for other in outputs[1:])
 
 
+VALID = ((1, 1), (0, 0), (1, 1))
+
+
 @pytest.mark.parametrize(
-    ("weight", "x", "out", "ones", "pays"),
-    [((64, 12, 5, 5), (640, 12, 12, 12), (640, 64, 8, 8), 66_000, True),  # 5% ones into 12 channels
-     ((64, 12, 5, 5), (640, 12, 12, 12), (640, 64, 8, 8), 550_000, False),  # 50%
-     ((12, 1, 5, 5), (640, 1, 28, 28), (640, 12, 24, 24), 65_000, False)],  # one input channel
+    ("weight", "x", "geometry", "ones", "plan"),
+    [((64, 12, 5, 5), (640, 12, 12, 12), VALID, 66_000, ("events", "events")),  # 5% ones into 12 channels
+     ((64, 12, 5, 5), (640, 12, 12, 12), VALID, 550_000, ("dense", "direct")),  # 50%
+     ((12, 1, 5, 5), (640, 1, 28, 28), VALID, 65_000, ("direct", "direct")),  # one input channel
+     ((12, 1, 5, 5), (640, 1, 28, 28), ((2, 2), (0, 0), (1, 1)), 65_000, ("dense", "events"))],  # stride 2: no direct
 )
-def test_events_pay_for_few_ones_into_many_channels(weight, x, out, ones: int, pays: bool) -> None:
-    assert events_pay(weight, x, out, ones) is pays
+def test_conv_plan_picks_the_cheapest_kernels(weight, x, geometry, ones: int, plan: tuple[str, str]) -> None:
+    assert conv_plan(weight, x, geometry, ones) == ConvPlan(*plan)
+
+
+DIRECT = [dict(in_channels=1, out_channels=12, kernel_size=5),
+          dict(in_channels=1, out_channels=32, kernel_size=3, padding=1),
+          dict(in_channels=3, out_channels=7, kernel_size=(3, 8), padding=(2, 1)),
+          dict(in_channels=2, out_channels=9, kernel_size=1)]
+
+
+@compiled
+@pytest.mark.parametrize("kwargs", DIRECT, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+@pytest.mark.parametrize("width", [16, 37])  # whole vectors, and a tail
+def test_direct_conv2d_kernels_equal_torch(kwargs: dict, width: int) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(**kwargs)
+    x = spikes(6, kwargs["in_channels"], 11, width, density=0.3)
+    padding = list(conv.padding)
+    with torch.no_grad():
+        want = conv(x)
+        torch.testing.assert_close(cpu.load().conv2d_direct_forward(x, conv.weight, conv.bias, padding), want,
+                                   rtol=1e-5, atol=1e-5)
+        g = torch.randn(want.shape)
+        _, want_w, want_b = torch.ops.aten.convolution_backward(g, x, conv.weight, [conv.out_channels], [1, 1], padding,
+                                                                [1, 1], False, [0, 0], 1, [False, True, True])
+        got_w, got_b = cpu.load().conv2d_direct_grad_weight(x, g, list(conv.kernel_size), padding)
+    torch.testing.assert_close(got_w, want_w, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(got_b, want_b, rtol=1e-5, atol=1e-4)
+
+
+@compiled
+def test_direct_weight_gradient_does_not_depend_on_the_thread_count() -> None:
+    x, g = spikes(40, 1, 14, 14, density=0.2), torch.randn(40, 5, 12, 12)
+    threads = torch.get_num_threads()
+    try:
+        results = []
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            results.append(cpu.load().conv2d_direct_grad_weight(x, g, [3, 3], [0, 0]))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for other in results[1:] for a, b in zip(results[0], other))
 
 
 @compiled

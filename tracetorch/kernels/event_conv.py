@@ -10,11 +10,13 @@ the output-gradient entries whose window covers them:
 (terms kept where the positions are in range and the quotients whole), so both cost about
 ``nnz * kernel taps * out_channels`` additions instead of a dense correlation over every
 input position; the compiled ``event_conv2d_forward`` and ``event_conv2d_grad_weight``
-kernels do these sums. The weight gradient always comes from the events; the output only when
-:func:`events_pay` estimates them cheaper than torch's dense convolution (few ones, many input
-channels: the second layer of a conv SNN, not a one-channel first layer). The input gradient
-stays dense (``torch.nn.grad.conv2d_input``), and only the index of the ones is saved for
-backward, not the input.
+kernels do these sums. Where few taps reach each output (a first layer on one channel), direct
+stride-1 kernels (``conv2d_direct_forward``, ``conv2d_direct_grad_weight``: rows of the input
+times each tap, in 8-lane vectors) do less work than the events; :func:`conv_plan` picks, by a
+cost estimate, the events, the direct kernels or torch's dense convolution for the output, and
+the events or the direct kernel for the weight gradient. The input gradient stays dense
+(``torch.nn.grad.conv2d_input``), and only the index of the ones (or, for the direct weight
+gradient, the input) is saved for backward.
 
 :func:`conv2d` checks the input in one pass (``binary_rows``); any other value, a density
 above :data:`~tracetorch.kernels.event_linear.MAX_DENSITY`, grouped or string-padded or
@@ -34,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -44,69 +47,100 @@ from torch.nn import functional as F
 from tracetorch.kernels import cpu, dispatch
 from tracetorch.kernels.event_linear import MAX_DENSITY, MIN_ELEMENTS, unsupported_tensors
 
-__all__ = ["conv2d", "explain", "events_pay"]
+__all__ = ["conv2d", "explain", "conv_plan", "ConvPlan"]
 
-# Nanoseconds per unit of work, fitted on this project's 2-core AVX2 machine (benchmarks/README):
-# one 8-channel weight row added for one (one, tap) pair, one output position's fixed cost in the
-# event kernel, and one multiply-add of torch's dense convolution.
+# Nanoseconds per unit of work, fitted on this project's 2-core AVX2 machine with benchmarks/
+# conv shapes: an 8-channel weight row added for one (one, tap) pair and an output position's
+# fixed cost in the event kernels; an 8-lane multiply-add of the direct kernels; a multiply-add and
+# an output value of torch's dense convolution (oneDNN; the second dominates with one input channel:
+# 1 -> 12 channels 5x5 on [640, 1, 28, 28] took 8.7 ms, 1 -> 32 3x3 padded 82 ms).
 EVENT_ROW_NS = 1.1
 EVENT_POSITION_NS = 27.0
+DIRECT_VECTOR_NS = 0.5
 DENSE_MAC_NS = 0.025
+DENSE_OUTPUT_NS = 1.3
 
 
-def events_pay(weight_shape: tuple[int, ...], in_shape: tuple[int, ...], out_shape: tuple[int, ...], ones: int) -> bool:
-    """Whether the event-driven output of a conv2d is estimated faster than torch's dense one.
+@dataclass(frozen=True)
+class ConvPlan:
+    """How a conv2d on spikes runs: ``forward`` in ``"events" | "direct" | "dense"``, ``weight_grad`` in
+    ``"events" | "direct"``; the cheapest by the cost estimate of :func:`conv_plan`."""
 
-    Event cost: every one reaches about ``kh * kw * (output positions / input positions)`` outputs, each
-    adding ``ceil(out_channels / 8)`` vectors, plus a fixed cost per output position; dense cost: one
-    multiply-add per (output, input channel, tap).
+    forward: str
+    weight_grad: str
+
+
+def conv_plan(weight_shape: tuple[int, ...], in_shape: tuple[int, ...], geometry: tuple[tuple[int, int], ...],
+              ones: int) -> ConvPlan:
+    """The estimated fastest kernels for a conv2d of ``weight_shape`` on spikes ``in_shape`` with ``ones`` ones.
+
+    Events: every one reaches about ``kh * kw * (output / input positions)`` outputs, each adding
+    ``ceil(out_channels / 8)`` vectors, plus a fixed cost per output position. Direct (stride 1, dilation
+    1, kernel width <= 8): one 8-lane multiply-add per (output row chunk of 8, input channel, tap). Dense
+    (forward only): one multiply-add per (output, input channel, tap), plus a cost per output value.
 
     Example:
-        >>> events_pay((64, 12, 5, 5), (640, 12, 12, 12), (640, 64, 8, 8), ones=66_000)
-        True
-        >>> events_pay((12, 1, 5, 5), (640, 1, 28, 28), (640, 12, 24, 24), ones=65_000)
-        False
+        >>> conv_plan((64, 12, 5, 5), (640, 12, 12, 12), ((1, 1), (0, 0), (1, 1)), ones=66_000)
+        ConvPlan(forward='events', weight_grad='events')
+        >>> conv_plan((12, 1, 5, 5), (640, 1, 28, 28), ((1, 1), (0, 0), (1, 1)), ones=65_000)
+        ConvPlan(forward='direct', weight_grad='direct')
     """
     out_channels, in_channels, kh, kw = weight_shape
-    positions, in_positions = out_shape[0] * out_shape[2] * out_shape[3], in_shape[2] * in_shape[3]
-    pairs = ones * kh * kw * (out_shape[2] * out_shape[3]) / in_positions
-    event_ns = EVENT_ROW_NS * pairs * -(-out_channels // 8) + EVENT_POSITION_NS * positions
-    return event_ns < DENSE_MAC_NS * positions * out_channels * in_channels * kh * kw
+    stride, padding, dilation = geometry
+    oh, ow = ((n + 2 * p - d * (k - 1) - 1) // s + 1
+              for n, k, s, p, d in zip(in_shape[2:], (kh, kw), stride, padding, dilation))
+    positions = in_shape[0] * oh * ow
+    pairs = ones * kh * kw * (oh * ow) / (in_shape[2] * in_shape[3])
+    events = EVENT_ROW_NS * pairs * -(-out_channels // 8) + EVENT_POSITION_NS * positions
+    dense = (DENSE_MAC_NS * in_channels * kh * kw + DENSE_OUTPUT_NS) * positions * out_channels
+    direct = None
+    if stride == (1, 1) and dilation == (1, 1) and kw <= 8:
+        direct = DIRECT_VECTOR_NS * in_shape[0] * oh * -(-ow // 8) * out_channels * in_channels * kh * kw
+    costs = {"events": events, "dense": dense} | ({} if direct is None else {"direct": direct})
+    forward = min(costs, key=costs.__getitem__)
+    weight_grad = "direct" if direct is not None and direct < events else "events"
+    return ConvPlan(forward, weight_grad)
 
 
 class _EventConv2d(torch.autograd.Function):
-    """``conv2d`` whose output and weight gradient come from the index of the input's ones."""
+    """``conv2d`` on spikes with the kernels :func:`conv_plan` picks; saves the index of the ones (or the input)."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, indptr: Tensor,  # type: ignore[override]
                 indices: Tensor, geometry: tuple[tuple[int, int], ...]) -> Tensor:
         stride, padding, dilation = geometry
-        sizes = [(n + 2 * p - d * (k - 1) - 1) // s + 1
-                 for n, k, s, p, d in zip(x.shape[2:], weight.shape[2:], stride, padding, dilation)]
-        if events_pay(tuple(weight.shape), tuple(x.shape), (x.shape[0], weight.shape[0], *sizes), int(indptr[-1])):
-            out = cpu.load().event_conv2d_forward(indptr, indices, weight.detach().contiguous(),
-                                                  weight.new_empty(0) if bias is None else bias.detach().contiguous(),
-                                                  list(x.shape[2:]), list(stride), list(padding), list(dilation))
+        plan = conv_plan(tuple(weight.shape), tuple(x.shape), geometry, int(indptr[-1]))
+        w, b = weight.detach().contiguous(), weight.new_empty(0) if bias is None else bias.detach().contiguous()
+        if plan.forward == "events":
+            out = cpu.load().event_conv2d_forward(indptr, indices, w, b, list(x.shape[2:]), list(stride),
+                                                  list(padding), list(dilation))
+        elif plan.forward == "direct":
+            out = cpu.load().conv2d_direct_forward(x.detach(), w, b, list(padding))
         else:
             out = F.conv2d(x, weight, bias, stride, padding, dilation)
-        ctx.save_for_backward(weight, indptr, indices)
-        ctx.geometry, ctx.in_shape, ctx.has_bias = geometry, x.shape, bias is not None
+        saved = (x.detach(),) if plan.weight_grad == "direct" else (indptr, indices)
+        ctx.save_for_backward(weight, *saved)
+        ctx.geometry, ctx.in_shape, ctx.has_bias, ctx.plan = geometry, x.shape, bias is not None, plan
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        weight, indptr, indices = ctx.saved_tensors
+        weight, *saved = ctx.saved_tensors
         stride, padding, dilation = ctx.geometry
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = torch.nn.grad.conv2d_input(ctx.in_shape, weight, grad_out, stride, padding, dilation)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             out_channels, in_channels, kh, kw = weight.shape
-            taps, grad_b = cpu.load().event_conv2d_grad_weight(indptr, indices, grad_out.contiguous(), in_channels,
-                                                               list(ctx.in_shape[2:]), [kh, kw], list(stride),
-                                                               list(padding), list(dilation))
-            grad_w = taps.view(in_channels, kh, kw, out_channels).permute(3, 0, 1, 2).contiguous()
+            if ctx.plan.weight_grad == "direct":
+                grad_w, grad_b = cpu.load().conv2d_direct_grad_weight(saved[0], grad_out.contiguous(), [kh, kw],
+                                                                      list(padding))
+            else:
+                taps, grad_b = cpu.load().event_conv2d_grad_weight(*saved, grad_out.contiguous(), in_channels,
+                                                                   list(ctx.in_shape[2:]), [kh, kw], list(stride),
+                                                                   list(padding), list(dilation))
+                grad_w = taps.view(in_channels, kh, kw, out_channels).permute(3, 0, 1, 2).contiguous()
         return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None, None
 
 

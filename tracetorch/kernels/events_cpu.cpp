@@ -6,6 +6,8 @@
 // * event_linear_grad_weight: grad W^T[k] = sum over the rows r with x[r, k] = 1 of grad_out[r].
 // * event_conv2d_forward / event_conv2d_grad_weight: a Conv2d's output, and its weight (and bias)
 //   gradient, from the index of its input's ones.
+// * conv2d_direct_forward / conv2d_direct_grad_weight: a stride-1 Conv2d computed directly from
+//   the input's rows (for few input taps).
 // * max_pool2d_planes (+ _backward): max pooling with a one-byte argmax per output.
 // * bernoulli_spikes: out[t, m] = 1 if u(seed, t * M + m) < p[m] else 0, with u a counter-based
 //   hash of the element's index into [0, 1) (24 bits): the same values whatever the thread count,
@@ -494,6 +496,168 @@ at::Tensor event_conv2d_forward(const at::Tensor& indptr, const at::Tensor& indi
   return out;
 }
 
+// Direct convolutions (stride 1, dilation 1, zero padding), for layers with few input taps
+// (a first layer on one channel), where a dense kernel computes fewer, better-packed products
+// than the events. Each sample's planes are first copied into zero-padded rows with room for
+// whole vectors past the edge (PaddedPlanes).
+struct PaddedPlanes {
+  int64_t rows, width;  // per plane: rows of `width` floats
+  std::vector<float> data;
+  PaddedPlanes(int64_t C, int64_t H, int64_t W, int64_t pad_y, int64_t pad_x, int64_t slack)
+      : rows(H + 2 * pad_y), width(W + 2 * pad_x + slack), data(C * rows * width, 0.0f) {}
+  void fill(const float* x, int64_t C, int64_t H, int64_t W, int64_t pad_y, int64_t pad_x) {
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t y = 0; y < H; ++y) std::copy(x + (c * H + y) * W, x + (c * H + y + 1) * W, row(c, y + pad_y) + pad_x);
+  }
+  float* row(int64_t c, int64_t y) { return data.data() + (c * rows + y) * width; }
+};
+
+// NC vectors (8 NC outputs from ox0) of output row oy of channel co: bias plus every tap times
+// the input row it reaches.
+template <int NC> inline void direct_row(PaddedPlanes& xp, const float* w, int64_t Cin, int64_t KH, int64_t KW,
+                                         int64_t oy, int64_t ox0, float bias, float* out) {
+  v8 acc[NC];
+  for (int c = 0; c < NC; ++c) acc[c] = v8{} + bias;
+  for (int64_t ci = 0; ci < Cin; ++ci)
+    for (int64_t ky = 0; ky < KH; ++ky) {
+      const float* row = xp.row(ci, oy + ky) + ox0;
+      const float* wk = w + (ci * KH + ky) * KW;
+      for (int64_t kx = 0; kx < KW; ++kx) {
+        const v8 wv = v8{} + wk[kx];
+        for (int c = 0; c < NC; ++c) acc[c] += wv * load8(row + kx + 8 * c);
+      }
+    }
+  for (int c = 0; c < NC; ++c) store8(out + 8 * c, acc[c]);
+}
+
+// x [B, Cin, H, W], weight [Cout, Cin, KH, KW], bias [Cout] or empty -> out [B, Cout, OH, OW].
+at::Tensor conv2d_direct_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                 at::IntArrayRef padding) {
+  check_float(x, "x", 4);
+  check_float(weight, "weight", 4);
+  TORCH_CHECK(padding.size() == 2 && padding[0] >= 0 && padding[1] >= 0,
+              "traceTorch conv kernel: padding needs two values >= 0");
+  const int64_t B = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3);
+  const int64_t Cout = weight.size(0), KH = weight.size(2), KW = weight.size(3);
+  TORCH_CHECK(weight.size(1) == Cin, "traceTorch conv kernel: weight has ", weight.size(1), " input channels, x ", Cin);
+  const int64_t OH = H + 2 * padding[0] - KH + 1, OW = W + 2 * padding[1] - KW + 1;
+  TORCH_CHECK(OH > 0 && OW > 0, "traceTorch conv kernel: the input is smaller than the kernel");
+  const bool has_bias = bias.numel() > 0;
+  if (has_bias) check_float(bias, "bias", 1);
+  const float* px = x.const_data_ptr<float>();
+  const float* pw = weight.const_data_ptr<float>();
+  const float* pb = has_bias ? bias.const_data_ptr<float>() : nullptr;
+  auto out = tracetorch_pool::pooled_empty({B, Cout, OH, OW}, x.options());
+  float* po = out.mutable_data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    PaddedPlanes xp(Cin, H, W, padding[0], padding[1], 32);
+    std::vector<float> row((OW + 31) / 32 * 32);
+    for (int64_t b = b0; b < b1; ++b) {
+      xp.fill(px + b * Cin * H * W, Cin, H, W, padding[0], padding[1]);
+      for (int64_t co = 0; co < Cout; ++co) {
+        const float* w = pw + co * Cin * KH * KW;
+        const float bv = pb ? pb[co] : 0.0f;
+        for (int64_t oy = 0; oy < OH; ++oy) {
+          for (int64_t ox0 = 0; ox0 < OW; ox0 += 32) {
+            switch (std::min<int64_t>(4, (OW - ox0 + 7) / 8)) {
+              case 1: direct_row<1>(xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0); break;
+              case 2: direct_row<2>(xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0); break;
+              case 3: direct_row<3>(xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0); break;
+              default: direct_row<4>(xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0); break;
+            }
+          }
+          std::copy(row.begin(), row.begin() + OW, po + ((b * Cout + co) * OH + oy) * OW);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+// The weight taps (ky, kx < KWT) of one (co, ci) pair for one sample: KWT dot products of the
+// output gradient's rows with the shifted input rows, added to the lanes acc[8 (ky KWT + kx) : ...].
+template <int KWT> void direct_taps(PaddedPlanes& gp, PaddedPlanes& xp, int64_t co, int64_t ci, int64_t KH,
+                                    int64_t OH, int64_t chunks, float* acc) {
+  for (int64_t ky = 0; ky < KH; ++ky) {
+    v8 sum[KWT];
+    for (int k = 0; k < KWT; ++k) sum[k] = v8{};
+    for (int64_t oy = 0; oy < OH; ++oy) {
+      const float* g = gp.row(co, oy);
+      const float* xr = xp.row(ci, oy + ky);
+      for (int64_t c = 0; c < chunks; ++c) {
+        const v8 gv = load8(g + 8 * c);
+        for (int k = 0; k < KWT; ++k) sum[k] += gv * load8(xr + k + 8 * c);
+      }
+    }
+    for (int k = 0; k < KWT; ++k) {
+      float* lane = acc + 8 * (ky * KWT + k);
+      store8(lane, load8(lane) + sum[k]);
+    }
+  }
+}
+
+using DirectTaps = void (*)(PaddedPlanes&, PaddedPlanes&, int64_t, int64_t, int64_t, int64_t, int64_t, float*);
+constexpr DirectTaps DIRECT_TAPS[9] = {nullptr,        direct_taps<1>, direct_taps<2>, direct_taps<3>, direct_taps<4>,
+                                       direct_taps<5>, direct_taps<6>, direct_taps<7>, direct_taps<8>};
+
+// x [B, Cin, H, W], grad_out [B, Cout, OH, OW] -> (grad weight [Cout, Cin, KH, KW], grad bias [Cout]):
+// per sample, the dot products of the output gradient's rows (zero-padded to whole vectors) with
+// the input's shifted rows. Samples go in CONV_CHUNKS fixed chunks added in order, and each dot
+// product keeps eight lanes until the end: the result does not depend on the thread count.
+std::vector<at::Tensor> conv2d_direct_grad_weight(const at::Tensor& x, const at::Tensor& grad_out,
+                                                  at::IntArrayRef kernel, at::IntArrayRef padding) {
+  check_float(x, "x", 4);
+  check_float(grad_out, "grad_out", 4);
+  TORCH_CHECK(kernel.size() == 2 && padding.size() == 2 && kernel[0] > 0 && kernel[1] > 0 && kernel[1] <= 8 &&
+                  padding[0] >= 0 && padding[1] >= 0,
+              "traceTorch conv kernel: two kernel sizes (the width at most 8) and two paddings >= 0");
+  const int64_t B = x.size(0), Cin = x.size(1), H = x.size(2), W = x.size(3), KH = kernel[0], KW = kernel[1];
+  const int64_t Cout = grad_out.size(1), OH = grad_out.size(2), OW = grad_out.size(3);
+  TORCH_CHECK(grad_out.size(0) == B && OH == H + 2 * padding[0] - KH + 1 && OW == W + 2 * padding[1] - KW + 1,
+              "traceTorch conv kernel: grad_out ", grad_out.sizes(), " does not match x ", x.sizes());
+  const int64_t chunks_per_row = (OW + 7) / 8, taps = Cin * KH * KW;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(B, CONV_CHUNKS)), per_chunk = (B + chunks - 1) / chunks;
+  const int64_t span = Cout * taps * 8 + Cout * 8;  // a chunk's lanes: weights, then biases
+  std::vector<float> acc(chunks * span, 0.0f);
+  const float* px = x.const_data_ptr<float>();
+  const float* pg = grad_out.const_data_ptr<float>();
+  at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
+    PaddedPlanes xp(Cin, H, W, padding[0], padding[1], 16), gp(Cout, OH, chunks_per_row * 8, 0, 0, 0);
+    for (int64_t c = c0; c < c1; ++c) {
+      float* lanes = acc.data() + c * span;
+      for (int64_t b = c * per_chunk; b < std::min(B, (c + 1) * per_chunk); ++b) {
+        xp.fill(px + b * Cin * H * W, Cin, H, W, padding[0], padding[1]);
+        for (int64_t co = 0; co < Cout; ++co)
+          for (int64_t oy = 0; oy < OH; ++oy) {
+            const float* g = pg + ((b * Cout + co) * OH + oy) * OW;
+            std::copy(g, g + OW, gp.row(co, oy));
+          }
+        for (int64_t co = 0; co < Cout; ++co) {
+          for (int64_t ci = 0; ci < Cin; ++ci)
+            DIRECT_TAPS[KW](gp, xp, co, ci, KH, OH, chunks_per_row, lanes + 8 * (co * Cin + ci) * KH * KW);
+          v8 total{};
+          for (int64_t oy = 0; oy < OH; ++oy)
+            for (int64_t k = 0; k < chunks_per_row; ++k) total += load8(gp.row(co, oy) + 8 * k);
+          float* lane = lanes + 8 * (Cout * taps + co);
+          store8(lane, load8(lane) + total);
+        }
+      }
+    }
+  });
+  auto gw = at::empty({Cout, Cin, KH, KW}, x.options());
+  auto gb = at::empty({Cout}, x.options());
+  float* pw = gw.mutable_data_ptr<float>();
+  float* pbias = gb.mutable_data_ptr<float>();
+  for (int64_t k = 0; k < Cout * taps + Cout; ++k) {
+    v8 total = load8(acc.data() + k * 8);
+    for (int64_t c = 1; c < chunks; ++c) total += load8(acc.data() + c * span + k * 8);
+    float sum = 0.0f;
+    for (int l = 0; l < 8; ++l) sum += total[l];
+    (k < Cout * taps ? pw[k] : pbias[k - Cout * taps]) = sum;
+  }
+  return {gw, gb};
+}
+
 // Max pooling over the planes of x [P, H, W] (no padding, dilation 1): out [P, OH, OW] and the
 // position of each maximum within its window (uint8, row-major in the window). Ties and NaNs
 // follow torch's CPU kernel: a later value wins when it is greater or NaN.
@@ -628,6 +792,8 @@ TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
   m.def("bernoulli_spikes(Tensor p, int steps, int seed) -> Tensor");
   m.def("event_conv2d_forward(Tensor indptr, Tensor indices, Tensor weight, Tensor bias, int[] in_size, int[] stride, "
         "int[] padding, int[] dilation) -> Tensor");
+  m.def("conv2d_direct_forward(Tensor x, Tensor weight, Tensor bias, int[] padding) -> Tensor");
+  m.def("conv2d_direct_grad_weight(Tensor x, Tensor grad_out, int[] kernel, int[] padding) -> Tensor[]");
   m.def("event_conv2d_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_channels, int[] in_size, "
         "int[] kernel, int[] stride, int[] padding, int[] dilation) -> Tensor[]");
   m.def("max_pool2d_planes(Tensor x, int[] kernel, int[] stride) -> Tensor[]");
@@ -642,6 +808,8 @@ TORCH_LIBRARY_IMPL(tracetorch_kernels, CPU, m) {
   m.impl("bernoulli_spikes", &bernoulli_spikes);
   m.impl("event_conv2d_forward", &event_conv2d_forward);
   m.impl("event_conv2d_grad_weight", &event_conv2d_grad_weight);
+  m.impl("conv2d_direct_forward", &conv2d_direct_forward);
+  m.impl("conv2d_direct_grad_weight", &conv2d_direct_grad_weight);
   m.impl("max_pool2d_planes", &max_pool2d_planes);
   m.impl("max_pool2d_planes_backward", &max_pool2d_planes_backward);
 }
