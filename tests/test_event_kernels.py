@@ -75,13 +75,13 @@ def test_binary_rows_is_the_index_of_the_ones() -> None:
 @compiled
 @pytest.mark.parametrize("outputs", [10, 64, 130])
 def test_event_weight_gradient_adds_the_rows_in_order(outputs: int) -> None:
-    # grad W^T[k] = grad_out[r1] + grad_out[r2] + ... over the rows with x[r, k] = 1, added in increasing r
+    # grad W[:, k] = grad_out[r1] + grad_out[r2] + ... over the rows with x[r, k] = 1, added in increasing r
     x, g = spikes(300, 77, density=0.3), torch.randn(300, outputs)
     indptr, indices = cpu.load().binary_rows(x, 1.0)
     want = torch.zeros(77, outputs)
     for r in range(300):
         want[x[r] == 1] += g[r]
-    assert torch.equal(cpu.load().event_linear_grad_weight(indptr, indices, g, 77), want)
+    assert torch.equal(cpu.load().event_linear_grad_weight(indptr, indices, g, 77), want.t())
 
 
 @compiled

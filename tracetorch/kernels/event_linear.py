@@ -48,7 +48,7 @@ class _EventLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, indptr: Tensor,  # type: ignore[override]
                 indices: Tensor) -> Tensor:
-        out = cpu.load().event_linear_forward(indptr, indices, weight.detach().t().contiguous(),
+        out = cpu.load().event_linear_forward(indptr, indices, weight.detach().contiguous(),
                                               weight.new_empty(0) if bias is None else bias.detach().contiguous())
         ctx.save_for_backward(weight, indptr, indices)
         ctx.has_bias = bias is not None
@@ -63,7 +63,7 @@ class _EventLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = grad_out @ weight
         if ctx.needs_input_grad[1]:
-            grad_w = cpu.load().event_linear_grad_weight(indptr, indices, grad_out, weight.shape[1]).t()
+            grad_w = cpu.load().event_linear_grad_weight(indptr, indices, grad_out, weight.shape[1])
         if ctx.has_bias and ctx.needs_input_grad[2]:
             grad_b = grad_out.sum(0)
         return grad_x, grad_w, grad_b, None, None

@@ -3,7 +3,7 @@
 // * binary_rows: the column indices of the ones of a {0, 1} matrix x [R, K], row by row (CSR
 //   without values); an empty result when x holds anything else or is denser than asked.
 // * event_linear_forward: out[r] = bias + sum over the ones k of row r of W^T[k]  (= x W^T + b).
-// * event_linear_grad_weight: grad W^T[k] = sum over the rows r with x[r, k] = 1 of grad_out[r].
+// * event_linear_grad_weight: grad W[:, k] = sum over the rows r with x[r, k] = 1 of grad_out[r].
 // * event_conv2d_forward / event_conv2d_grad_weight: a Conv2d's output, and its weight (and bias)
 //   gradient, from the index of its input's ones.
 // * conv2d_direct_forward / conv2d_direct_grad_weight: a stride-1 Conv2d computed directly from
@@ -234,29 +234,41 @@ std::vector<at::Tensor> binary_rows(const at::Tensor& x, double max_density) {
   return {indptr, indices};
 }
 
-// (indptr, indices) of x [R, K], W^T [K, N], bias [N] or empty -> out [R, N].
-at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& weight_t,
+// dst [cols, rows] = src [rows, cols] transposed, in 32 x 32 tiles (both sides stay in cache).
+void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
+  constexpr int64_t TILE = 32;
+  at::parallel_for(0, (rows + TILE - 1) / TILE, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t r0 = t0 * TILE; r0 < std::min(rows, t1 * TILE); r0 += TILE)
+      for (int64_t c0 = 0; c0 < cols; c0 += TILE)
+        for (int64_t c = c0; c < std::min(cols, c0 + TILE); ++c)
+          for (int64_t r = r0; r < std::min(rows, r0 + TILE); ++r) dst[c * rows + r] = src[r * cols + c];
+  });
+}
+
+// (indptr, indices) of x [R, K], W [N, K], bias [N] or empty -> out [R, N] = x W^T + bias.
+at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& weight,
                                 const at::Tensor& bias) {
   check_index(indptr, indices);
-  check_float(weight_t, "weight_t", 2);
-  const int64_t R = indptr.size(0) - 1, N = weight_t.size(1);
+  check_float(weight, "weight", 2);
+  const int64_t R = indptr.size(0) - 1, N = weight.size(0), K = weight.size(1);
   const bool has_bias = bias.numel() > 0;
   if (has_bias) check_float(bias, "bias", 1);
   TORCH_CHECK(!has_bias || bias.size(0) == N, "traceTorch event kernel: bias has ", bias.size(0), " values for ", N,
               " outputs");
-  auto out = tracetorch_pool::pooled_empty({R, N}, weight_t.options());
-  sparse_binary_matmul(indptr.const_data_ptr<int64_t>(), indices.const_data_ptr<int32_t>(), R,
-                       weight_t.const_data_ptr<float>(), N, has_bias ? bias.const_data_ptr<float>() : nullptr,
-                       out.mutable_data_ptr<float>());
+  std::vector<float> weight_t(K * N);  // the rows the ones select: W^T [K, N]
+  transpose(weight.const_data_ptr<float>(), N, K, weight_t.data());
+  auto out = tracetorch_pool::pooled_empty({R, N}, weight.options());
+  sparse_binary_matmul(indptr.const_data_ptr<int64_t>(), indices.const_data_ptr<int32_t>(), R, weight_t.data(), N,
+                       has_bias ? bias.const_data_ptr<float>() : nullptr, out.mutable_data_ptr<float>());
   return out;
 }
 
-// (indptr, indices) of x [R, K], grad_out [R, N] -> grad W^T [K, N] = x^T grad_out: row by row,
+// (indptr, indices) of x [R, K], grad_out [R, N] -> grad W [N, K] = grad_out^T x: row by row,
 // grad_out[r] is added to the rows k of grad W^T where x[r, k] = 1. The columns are cut into
 // blocks whose rows of grad W^T fit in L1 (BLOCK_FLOATS), one thread a block; each block walks
 // the rows of x in order, so every sum runs in increasing r whatever the number of threads. A
 // block sums in a buffer whose rows are 64 bytes longer than N floats (rows 4 KB apart would make
-// the CPU wait on stores to other rows: 4K aliasing), then copies it out.
+// the CPU wait on stores to other rows: 4K aliasing), then writes it out transposed.
 at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& grad_out,
                                     int64_t in_features) {
   check_index(indptr, indices);
@@ -269,7 +281,7 @@ at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& 
   const int64_t* ip = indptr.const_data_ptr<int64_t>();
   const int32_t* ix = indices.const_data_ptr<int32_t>();
   const float* g = grad_out.const_data_ptr<float>();
-  auto gw = tracetorch_pool::pooled_empty({K, N}, grad_out.options());
+  auto gw = tracetorch_pool::pooled_empty({N, K}, grad_out.options());
   float* pw = gw.mutable_data_ptr<float>();
   const int64_t stride = (N + 7) / 8 * 8 + 16;
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
@@ -290,7 +302,8 @@ at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& 
         if (stop > j) scatter_row(g + r * N, N, ix + j, stop - j, base, stride);
         cursor[r] = stop;
       }
-      for (int64_t k = k0; k < k1; ++k) std::memcpy(pw + k * N, base + k * stride, N * sizeof(float));
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t k = k0; k < k1; ++k) pw[n * K + k] = base[k * stride + n];
     }
   });
   return gw;
@@ -787,7 +800,7 @@ TORCH_LIBRARY_FRAGMENT(tracetorch_kernels, m) {
   m.def("pool_release() -> int");
   m.def("pool_set_limit(int mib) -> ()");
   m.def("binary_rows(Tensor x, float max_density) -> Tensor[]");
-  m.def("event_linear_forward(Tensor indptr, Tensor indices, Tensor weight_t, Tensor bias) -> Tensor");
+  m.def("event_linear_forward(Tensor indptr, Tensor indices, Tensor weight, Tensor bias) -> Tensor");
   m.def("event_linear_grad_weight(Tensor indptr, Tensor indices, Tensor grad_out, int in_features) -> Tensor");
   m.def("bernoulli_spikes(Tensor p, int steps, int seed) -> Tensor");
   m.def("event_conv2d_forward(Tensor indptr, Tensor indices, Tensor weight, Tensor bias, int[] in_size, int[] stride, "
