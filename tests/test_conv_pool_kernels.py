@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pytest
@@ -175,11 +176,32 @@ def test_direct_weight_gradient_does_not_depend_on_the_thread_count() -> None:
 @compiled
 @pytest.mark.parametrize(("value", "density"), [(0.5, 0.1), (1.0, 0.9)], ids=["graded", "dense"])
 def test_event_conv2d_takes_torch_for_inputs_that_are_not_sparse_spikes(value: float, density: float) -> None:
-    conv = nn.Conv2d(2, 4, 3)
-    x = spikes(16, 2, 10, 10, density=density)
+    conv = nn.Conv2d(16, 24, 3)  # many taps per output: the plan for a graded input is torch's
+    x = spikes(16, 16, 10, 10, density=density)
     x[0, 0, 0, 0] = value
     assert cpu.load().binary_rows(x.view(16, -1), 0.5)[0].numel() == 0
+    assert conv_plan(tuple(conv.weight.shape), tuple(x.shape), VALID, None).forward == "dense"
     assert torch.equal(conv2d(conv, x), conv(x))
+
+
+def kernels_called(fn) -> set[str]:
+    with torch.profiler.profile() as prof:
+        fn()
+    return {e.key.removeprefix("tracetorch_kernels::") for e in prof.key_averages() if "tracetorch_kernels" in e.key}
+
+
+@compiled
+def test_graded_input_with_few_taps_takes_the_direct_kernels() -> None:
+    conv = nn.Conv2d(1, 32, 3, padding=1)  # a first layer on raw images: oneDNN is slow at one input channel
+    x = torch.rand(64, 1, 28, 28)
+    assert conv_plan(tuple(conv.weight.shape), tuple(x.shape), ((1, 1), (1, 1), (1, 1)), None) == ConvPlan("direct", "direct")
+    got, want = forward_and_grads(lambda v: conv2d(conv, v), conv, x), forward_and_grads(conv, conv, x)
+    wide = copy.deepcopy(conv).double()
+    exact = forward_and_grads(lambda v: wide(v.double()).float(), wide, x)
+    for a, b, e in zip(got, want, exact):  # as close to the float64 result as torch's float32 result is
+        assert (a.double() - e).abs().max() <= 2 * (b.double() - e).abs().max() + 1e-5
+    called = kernels_called(lambda: forward_and_grads(lambda v: conv2d(conv, v), conv, x))
+    assert {"conv2d_direct_forward", "conv2d_direct_grad_weight"} <= called
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +72,10 @@ class ConvPlan:
 
 
 def conv_plan(weight_shape: tuple[int, ...], in_shape: tuple[int, ...], geometry: tuple[tuple[int, int], ...],
-              ones: int) -> ConvPlan:
-    """The estimated fastest kernels for a conv2d of ``weight_shape`` on spikes ``in_shape`` with ``ones`` ones.
+              ones: int | None) -> ConvPlan:
+    """The estimated fastest kernels for a conv2d of ``weight_shape`` on ``in_shape`` with ``ones`` ones.
+
+    ``ones=None``: the input is not a spike tensor, so no event kernel can take it.
 
     Events: every one reaches about ``kh * kw * (output / input positions)`` outputs, each adding
     ``ceil(out_channels / 8)`` vectors, plus a fixed cost per output position. Direct (stride 1, dilation
@@ -90,8 +93,10 @@ def conv_plan(weight_shape: tuple[int, ...], in_shape: tuple[int, ...], geometry
     oh, ow = ((n + 2 * p - d * (k - 1) - 1) // s + 1
               for n, k, s, p, d in zip(in_shape[2:], (kh, kw), stride, padding, dilation))
     positions = in_shape[0] * oh * ow
-    pairs = ones * kh * kw * (oh * ow) / (in_shape[2] * in_shape[3])
-    events = EVENT_ROW_NS * pairs * -(-out_channels // 8) + EVENT_POSITION_NS * positions
+    events = math.inf
+    if ones is not None:
+        pairs = ones * kh * kw * (oh * ow) / (in_shape[2] * in_shape[3])
+        events = EVENT_ROW_NS * pairs * -(-out_channels // 8) + EVENT_POSITION_NS * positions
     dense = (DENSE_MAC_NS * in_channels * kh * kw + DENSE_OUTPUT_NS) * positions * out_channels
     direct = None
     if stride == (1, 1) and dilation == (1, 1) and kw <= 8:
@@ -107,9 +112,8 @@ class _EventConv2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, indptr: Tensor,  # type: ignore[override]
-                indices: Tensor, geometry: tuple[tuple[int, int], ...]) -> Tensor:
+                indices: Tensor, geometry: tuple[tuple[int, int], ...], plan: ConvPlan) -> Tensor:
         stride, padding, dilation = geometry
-        plan = conv_plan(tuple(weight.shape), tuple(x.shape), geometry, int(indptr[-1]))
         w, b = weight.detach().contiguous(), weight.new_empty(0) if bias is None else bias.detach().contiguous()
         if plan.forward == "events":
             out = cpu.load().event_conv2d_forward(indptr, indices, w, b, list(x.shape[2:]), list(stride),
@@ -141,13 +145,15 @@ class _EventConv2d(torch.autograd.Function):
                                                                    list(ctx.in_shape[2:]), [kh, kw], list(stride),
                                                                    list(padding), list(dilation))
                 grad_w = taps.view(in_channels, kh, kw, out_channels).permute(3, 0, 1, 2).contiguous()
-        return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None, None
+        return grad_x, grad_w, grad_b if ctx.has_bias else None, None, None, None, None
 
 
 def explain(module: nn.Conv2d, x: Tensor) -> tuple[str, str]:
     """``("events" | "dense", reason)``: the path :func:`conv2d` would try for ``module`` on ``x``.
 
-    ``"events"`` still falls back to dense when the values of ``x`` are not all 0/1 or are too dense.
+    ``"events"``: the compiled kernels :func:`conv_plan` picks (the event ones only when the values of
+    ``x`` are all 0/1 and at most half ones); torch's ``module(x)`` when the plan for a graded input
+    has nothing better.
     """
     if dispatch.wanted() == "reference":
         return "dense", "forced"
@@ -162,16 +168,18 @@ def explain(module: nn.Conv2d, x: Tensor) -> tuple[str, str]:
         return "dense", f"fewer than {MIN_ELEMENTS} input elements"
     if not cpu.available():
         return "dense", "compiled C++ kernel unavailable"
-    return "events", "compiled C++ kernel, if x is 0/1 and at most half ones"
+    return "events", "compiled C++ kernels (events if x is 0/1 and at most half ones, else direct if cheaper)"
 
 
 def conv2d(module: nn.Conv2d, x: Tensor) -> Tensor:
-    """``module(x)`` for a batch ``x [B, C, H, W]``, event-driven (output and weight gradient) when ``x`` is a spike tensor."""
+    """``module(x)`` for a batch ``x [B, C, H, W]`` with the kernels :func:`conv_plan` picks (events on spikes)."""
     if explain(module, x)[0] != "events":
         return module(x)
     x = x.contiguous()
     indptr, indices = cpu.load().binary_rows(x.detach().view(x.shape[0], -1), MAX_DENSITY)
-    if indptr.numel() == 0:
-        return module(x)
     geometry = (tuple(module.stride), tuple(module.padding), tuple(module.dilation))
-    return _EventConv2d.apply(x, module.weight, module.bias, indptr, indices, geometry)
+    ones = int(indptr[-1]) if indptr.numel() else None
+    plan = conv_plan(tuple(module.weight.shape), tuple(x.shape), geometry, ones)
+    if ones is None and plan != ConvPlan("direct", "direct"):
+        return module(x)
+    return _EventConv2d.apply(x, module.weight, module.bias, indptr, indices, geometry, plan)
