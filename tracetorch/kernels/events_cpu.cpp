@@ -224,7 +224,7 @@ std::vector<at::Tensor> binary_rows(const at::Tensor& x, double max_density) {
   ip[0] = 0;
   for (int64_t r = 0; r < R; ++r) ip[r + 1] += ip[r];
   if (static_cast<double>(ip[R]) > max_density * static_cast<double>(R) * static_cast<double>(K)) return none();
-  auto indices = at::empty({ip[R]}, x.options().dtype(at::kInt));
+  auto indices = tracetorch_pool::pooled_empty({ip[R]}, x.options().dtype(at::kInt));
   int32_t* ix = indices.mutable_data_ptr<int32_t>();
   at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
@@ -682,8 +682,8 @@ std::vector<at::Tensor> max_pool2d_planes(const at::Tensor& x, at::IntArrayRef k
   const int64_t P = x.size(0), H = x.size(1), W = x.size(2), kh = kernel[0], kw = kernel[1];
   TORCH_CHECK(H >= kh && W >= kw, "traceTorch pooling kernel: input smaller than the window");
   const int64_t sh = stride[0], sw = stride[1], OH = (H - kh) / sh + 1, OW = (W - kw) / sw + 1;
-  auto out = at::empty({P, OH, OW}, x.options());
-  auto arg = at::empty({P, OH, OW}, x.options().dtype(at::kByte));
+  auto out = tracetorch_pool::pooled_empty({P, OH, OW}, x.options());
+  auto arg = tracetorch_pool::pooled_empty({P, OH, OW}, x.options().dtype(at::kByte));
   const float* px = x.const_data_ptr<float>();
   float* po = out.mutable_data_ptr<float>();
   uint8_t* pa = arg.mutable_data_ptr<uint8_t>();
@@ -734,7 +734,7 @@ at::Tensor max_pool2d_planes_backward(const at::Tensor& grad_out, const at::Tens
   const int64_t sh = stride[0], sw = stride[1];
   int64_t offset[256];  // window position -> offset from the window's corner (no division per output)
   for (int64_t k = 0; k < kernel[0] * kw; ++k) offset[k] = (k / kw) * width + k % kw;
-  auto gx = at::empty({P, height, width}, grad_out.options());
+  auto gx = tracetorch_pool::pooled_empty({P, height, width}, grad_out.options());
   const float* pg = grad_out.const_data_ptr<float>();
   const uint8_t* pa = arg.const_data_ptr<uint8_t>();
   float* px = gx.mutable_data_ptr<float>();
