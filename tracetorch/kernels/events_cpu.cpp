@@ -72,17 +72,25 @@ inline v8 load8(const float* p) {
 
 inline void store8(float* p, v8 v) { std::memcpy(p, &v, sizeof(v)); }
 
-// o[n0 : n0 + 8V] += sum_j table[idx[j], n0 : n0 + 8V], with the partial sums in registers.
-template <int V> inline void gather_sum(const int32_t* idx, int64_t cnt, const float* table, int64_t N, int64_t n0,
-                                        float* o) {
+// out[n0 : n0 + 8V] = init[n0 : ...] + the rows list[0 : cnt] of table [., Cp], summed in registers
+// (init may be out).
+template <int V>
+inline void gather_slice(const float* table, int64_t Cp, int64_t n0, const float* init, const int32_t* list,
+                         int64_t cnt, float* out) {
   v8 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = load8(o + n0 + 8 * v);
+  for (int v = 0; v < V; ++v) acc[v] = load8(init + n0 + 8 * v);
   for (int64_t j = 0; j < cnt; ++j) {
-    const float* w = table + static_cast<int64_t>(idx[j]) * N + n0;
+    const float* w = table + static_cast<int64_t>(list[j]) * Cp + n0;
     for (int v = 0; v < V; ++v) acc[v] += load8(w + 8 * v);
   }
-  for (int v = 0; v < V; ++v) store8(o + n0 + 8 * v, acc[v]);
+  for (int v = 0; v < V; ++v) store8(out + n0 + 8 * v, acc[v]);
 }
+
+// gather_slice for 1..8 vectors (index: the number of vectors).
+using GatherSlice = void (*)(const float*, int64_t, int64_t, const float*, const int32_t*, int64_t, float*);
+constexpr GatherSlice GATHER_SLICES[9] = {nullptr,         gather_slice<1>, gather_slice<2>, gather_slice<3>,
+                                          gather_slice<4>, gather_slice<5>, gather_slice<6>, gather_slice<7>,
+                                          gather_slice<8>};
 
 // o[idx[j]] += row for every j: one row of grad_out added to the rows idx of grad W^T [., N],
 // eight lanes at a time, each slice of the row held in registers while it is added everywhere.
@@ -119,8 +127,8 @@ void sparse_binary_matmul(const int64_t* ip, const int32_t* ix, int64_t R, const
       const int32_t* idx = ix + ip[r];
       const int64_t cnt = ip[r + 1] - ip[r];
       int64_t n0 = 0;
-      for (; n0 + 64 <= N; n0 += 64) gather_sum<8>(idx, cnt, table, N, n0, o);
-      for (; n0 + 8 <= N; n0 += 8) gather_sum<1>(idx, cnt, table, N, n0, o);
+      for (; n0 + 64 <= N; n0 += 64) gather_slice<8>(table, N, n0, o, idx, cnt, o);
+      for (; n0 + 8 <= N; n0 += 8) gather_slice<1>(table, N, n0, o, idx, cnt, o);
       for (; n0 < N; ++n0) {
         float acc = o[n0];
         for (int64_t j = 0; j < cnt; ++j) acc += table[static_cast<int64_t>(idx[j]) * N + n0];
@@ -412,24 +420,6 @@ std::vector<at::Tensor> event_conv2d_grad_weight(const at::Tensor& indptr, const
     }
   return {gw, gbias};
 }
-
-// out[n0 : n0 + 8V] = init[n0 : ...] + the rows list[0 : cnt] of table [., Cp], summed in registers.
-template <int V> void gather_slice(const float* table, int64_t Cp, int64_t n0, const float* init, const int32_t* list,
-                                   int64_t cnt, float* out) {
-  v8 acc[V];
-  for (int v = 0; v < V; ++v) acc[v] = load8(init + n0 + 8 * v);
-  for (int64_t j = 0; j < cnt; ++j) {
-    const float* w = table + static_cast<int64_t>(list[j]) * Cp + n0;
-    for (int v = 0; v < V; ++v) acc[v] += load8(w + 8 * v);
-  }
-  for (int v = 0; v < V; ++v) store8(out + n0 + 8 * v, acc[v]);
-}
-
-// gather_slice for 1..8 vectors (index: the number of vectors).
-using GatherSlice = void (*)(const float*, int64_t, int64_t, const float*, const int32_t*, int64_t, float*);
-constexpr GatherSlice GATHER_SLICES[9] = {nullptr,         gather_slice<1>, gather_slice<2>, gather_slice<3>,
-                                          gather_slice<4>, gather_slice<5>, gather_slice<6>, gather_slice<7>,
-                                          gather_slice<8>};
 
 // Conv2d forward on a 0/1 input from the index of its ones (per sample, increasing in
 // (channel, y, x)): out [B, Cout, OH, OW] = bias + for every output position, the sum of the
