@@ -18,8 +18,9 @@ the events or the direct kernel for the weight gradient. The input gradient stay
 (``torch.nn.grad.conv2d_input``), and only the index of the ones (or, for the direct weight
 gradient, the input) is saved for backward.
 
-:func:`conv2d` checks the input in one pass (``binary_rows``); any other value, a density
-above :data:`~tracetorch.kernels.event_linear.MAX_DENSITY`, grouped or string-padded or
+:func:`conv2d` checks the input in one pass (``binary_rows``); an input with any other value
+or a density above :data:`~tracetorch.kernels.event_linear.MAX_DENSITY` takes the direct
+kernels where the plan says they beat torch's, else ``module(x)``; grouped or string-padded or
 non-zero-padded convolutions, a dtype other than float32, a non-CPU tensor, autocast or no
 compiled kernel take ``module(x)`` (the same values, to float summation order).
 ``tt.Sequential.run`` uses it for every plain ``nn.Conv2d`` it folds over time; :func:`explain`
