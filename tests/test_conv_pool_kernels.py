@@ -41,13 +41,18 @@ CONVS = [
 ]
 
 
+def conv_and_spikes(kwargs: dict, samples: int) -> tuple[nn.Conv2d, torch.Tensor]:
+    """A seeded ``Conv2d(**kwargs)`` and spikes [samples, in_channels, 17, 16] with one sample all zeros."""
+    torch.manual_seed(0)
+    x = spikes(samples, kwargs["in_channels"], 17, 16)
+    x[3] = 0.0
+    return nn.Conv2d(**kwargs), x
+
+
 @compiled
 @pytest.mark.parametrize("kwargs", CONVS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
 def test_event_conv2d_equals_torch_with_gradients(kwargs: dict) -> None:
-    torch.manual_seed(0)
-    conv = nn.Conv2d(**kwargs)
-    x = spikes(32, kwargs["in_channels"], 17, 16)
-    x[3] = 0.0  # a sample without spikes
+    conv, x = conv_and_spikes(kwargs, 32)
     assert explain_conv(conv, x)[0] == "events"
     assert cpu.load().binary_rows(x.view(32, -1), 0.5)[0].numel() == 33  # indexed: the event path runs
     got, want = forward_and_grads(lambda v: conv2d(conv, v), conv, x), forward_and_grads(conv, conv, x)
@@ -83,10 +88,7 @@ def event_output(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 @compiled
 @pytest.mark.parametrize("kwargs", CONVS, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
 def test_event_conv2d_kernel_output_equals_torch(kwargs: dict) -> None:
-    torch.manual_seed(0)
-    conv = nn.Conv2d(**kwargs)
-    x = spikes(12, kwargs["in_channels"], 17, 16)
-    x[3] = 0.0  # a sample without spikes
+    conv, x = conv_and_spikes(kwargs, 12)
     with torch.no_grad():
         torch.testing.assert_close(event_output(conv, x), conv(x), rtol=1e-5, atol=1e-5)
 

@@ -263,10 +263,10 @@ at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indi
   if (has_bias) check_float(bias, "bias", 1);
   TORCH_CHECK(!has_bias || bias.size(0) == N, "traceTorch event kernel: bias has ", bias.size(0), " values for ", N,
               " outputs");
-  std::vector<float> weight_t(K * N);  // the rows the ones select: W^T [K, N]
-  transpose(weight.const_data_ptr<float>(), N, K, weight_t.data());
+  std::unique_ptr<float[]> weight_t(new float[K * N]);  // the rows the ones select: W^T [K, N] (all written)
+  transpose(weight.const_data_ptr<float>(), N, K, weight_t.get());
   auto out = tracetorch_pool::pooled_empty({R, N}, weight.options());
-  sparse_binary_matmul(indptr.const_data_ptr<int64_t>(), indices.const_data_ptr<int32_t>(), R, weight_t.data(), N,
+  sparse_binary_matmul(indptr.const_data_ptr<int64_t>(), indices.const_data_ptr<int32_t>(), R, weight_t.get(), N,
                        has_bias ? bias.const_data_ptr<float>() : nullptr, out.mutable_data_ptr<float>());
   return out;
 }
@@ -533,6 +533,10 @@ template <int NC> inline void direct_row(PaddedPlanes& xp, const float* w, int64
   for (int c = 0; c < NC; ++c) store8(out + 8 * c, acc[c]);
 }
 
+// direct_row for 1..4 vectors (index: the number of vectors).
+using DirectRow = void (*)(PaddedPlanes&, const float*, int64_t, int64_t, int64_t, int64_t, int64_t, float, float*);
+constexpr DirectRow DIRECT_ROWS[5] = {nullptr, direct_row<1>, direct_row<2>, direct_row<3>, direct_row<4>};
+
 // x [B, Cin, H, W], weight [Cout, Cin, KH, KW], bias [Cout] or empty -> out [B, Cout, OH, OW].
 at::Tensor conv2d_direct_forward(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
                                  at::IntArrayRef padding) {
@@ -562,12 +566,7 @@ at::Tensor conv2d_direct_forward(const at::Tensor& x, const at::Tensor& weight, 
         const float bv = pb ? pb[co] : 0.0f;
         for (int64_t oy = 0; oy < OH; ++oy) {
           for (int64_t ox0 = 0; ox0 < OW; ox0 += 32) {
-            switch (std::min<int64_t>(4, (OW - ox0 + 7) / 8)) {
-              case 1: direct_row<1>(xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0); break;
-              case 2: direct_row<2>(xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0); break;
-              case 3: direct_row<3>(xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0); break;
-              default: direct_row<4>(xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0); break;
-            }
+            DIRECT_ROWS[std::min<int64_t>(4, (OW - ox0 + 7) / 8)](xp, w, Cin, KH, KW, oy, ox0, bv, row.data() + ox0);
           }
           std::copy(row.begin(), row.begin() + OW, po + ((b * Cout + co) * OH + oy) * OW);
         }
