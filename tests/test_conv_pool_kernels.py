@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 import torch
+from kernel_support import kernels_called
 from torch import nn
 
 import tracetorch as tt
@@ -186,12 +187,6 @@ def test_event_conv2d_takes_torch_for_inputs_that_are_not_sparse_spikes(value: f
     assert torch.equal(conv2d(conv, x), conv(x))
 
 
-def kernels_called(fn) -> set[str]:
-    with torch.profiler.profile() as prof:
-        fn()
-    return {e.key.removeprefix("tracetorch_kernels::") for e in prof.key_averages() if "tracetorch_kernels" in e.key}
-
-
 @compiled
 def test_graded_input_with_few_taps_takes_the_direct_kernels() -> None:
     conv = nn.Conv2d(1, 32, 3, padding=1)  # a first layer on raw images: oneDNN is slow at one input channel
@@ -236,6 +231,22 @@ def test_compiled_max_pool_equals_torch_exactly(kwargs: dict, kind: str) -> None
     got, want = forward_and_grads(lambda v: max_pool2d(pool, v), pool, x), forward_and_grads(pool, pool, x)
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+@compiled
+@pytest.mark.parametrize("size", [(24, 24), (8, 8), (7, 25), (5, 28), (9, 6), (3, 16), (2, 2)], ids=str)
+def test_vectorized_2x2_pool_equals_torch_at_every_plane_size(size: tuple[int, int]) -> None:
+    # runs of four outputs go in pairs through vectors, across rows for narrow planes; the rest
+    # (odd run counts, widths not a multiple of 8) through the scalar loop
+    pool = nn.MaxPool2d(2)
+    gen = torch.Generator().manual_seed(sum(size))
+    x = torch.randn(3, 5, *size, generator=gen).round(decimals=0)  # many ties
+    x.view(-1)[torch.randint(0, x.numel(), (x.numel() // 10,), generator=gen)] = float("nan")
+    x.view(-1)[torch.randint(0, x.numel(), (x.numel() // 10,), generator=gen)] = -float("inf")
+    assert explain_pool(pool, x)[0] == "compiled"
+    got, want = forward_and_grads(lambda v: max_pool2d(pool, v), pool, x), forward_and_grads(pool, pool, x)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, equal_nan=True, rtol=0, atol=0)
 
 
 @compiled

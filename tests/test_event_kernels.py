@@ -9,12 +9,13 @@ import sys
 
 import pytest
 import torch
+from kernel_support import kernels_called
 from torch.nn import functional as F
 
 import tracetorch as tt
 from tracetorch.data.encoders import rate
 from tracetorch.kernels import cpu, dispatch
-from tracetorch.kernels.event_linear import MAX_DENSITY, explain, linear
+from tracetorch.kernels.event_linear import MAX_DENSITY, LinearPlan, _EventLinear, explain, linear, linear_plan
 from tracetorch.kernels.spike_draws import bernoulli_spikes, draw_seed, hash_uniforms
 
 compiled = pytest.mark.skipif(not cpu.available(), reason="needs the compiled C++ kernels")
@@ -44,6 +45,44 @@ def test_event_linear_equals_dense_linear_with_gradients(rows: int, inputs: int,
     g = torch.randn(rows, outputs)
     for got, want in zip(grads(linear, x, fc, g), grads(F.linear, x, fc, g)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * (1 + rows / 100))
+
+
+PLANS = [LinearPlan(forward, weight_grad) for forward in ("events", "dense") for weight_grad in ("events", "dense")]
+
+
+@compiled
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: f"{p.forward}-{p.weight_grad}")
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_linear_plan_equals_dense_linear_with_gradients(plan: LinearPlan, bias: bool) -> None:
+    torch.manual_seed(1)
+    fc = torch.nn.Linear(130, 20, bias=bias)
+    x, g = spikes(400, 130, density=0.3), torch.randn(400, 20)
+
+    def planned(v: torch.Tensor, weight: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+        indptr, indices = cpu.load().binary_rows(v.detach(), MAX_DENSITY)
+        return _EventLinear.apply(v, weight, b, indptr, indices, plan)
+    for got, want in zip(grads(planned, x, fc, g), grads(F.linear, x, fc, g)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+
+
+@compiled
+@pytest.mark.parametrize(("inputs", "outputs", "density", "kernels"), [
+    (784, 128, 0.05, {"event_linear_forward", "event_linear_grad_weight"}),  # rate-coded pixels
+    (128, 128, 0.47, set()),  # a hidden layer firing half the time: torch's products
+    (128, 10, 0.15, {"event_linear_forward"}),  # ten outputs: the scatter of the weight gradient costs more
+])
+def test_linear_runs_the_kernels_its_plan_picks(inputs: int, outputs: int, density: float, kernels: set[str]) -> None:
+    torch.manual_seed(3)
+    fc = torch.nn.Linear(inputs, outputs)
+    x, g = spikes(2000, inputs, density=density), torch.randn(2000, outputs)
+    ones = int(x.sum())
+    plan = linear_plan(2000, inputs, outputs, ones)
+    assert {k for k, name in (("event_linear_forward", plan.forward), ("event_linear_grad_weight", plan.weight_grad))
+            if name == "events"} == kernels
+    called = kernels_called(lambda: grads(linear, x, fc, g))
+    assert called - {"binary_rows"} == kernels
+    for got, want in zip(grads(linear, x, fc, g), grads(F.linear, x, fc, g)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-3)
 
 
 @compiled

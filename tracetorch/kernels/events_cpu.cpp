@@ -338,6 +338,39 @@ struct AxisTaps {
   }
 };
 
+// Row and column of every position of an H x W plane, looked up instead of divided per one.
+struct PlanePositions {
+  int64_t plane;
+  std::vector<int32_t> y, x;
+  PlanePositions(int64_t H, int64_t W) : plane(H * W), y(H * W), x(H * W) {
+    for (int64_t p = 0; p < plane; ++p) {
+      y[p] = static_cast<int32_t>(p / W);
+      x[p] = static_cast<int32_t>(p % W);
+    }
+  }
+};
+
+// visit(channel, row, column) for each of a sample's ones [first, last), whose flat indices
+// (channel, y, x) increase.
+template <class Visit>
+inline void for_each_one(const int32_t* ix, int64_t first, int64_t last, const PlanePositions& at, Visit&& visit) {
+  int64_t ci = -1, next_plane = 0;
+  for (int64_t j = first; j < last; ++j) {
+    const int64_t e = ix[j];
+    while (e >= next_plane) {
+      ++ci;
+      next_plane += at.plane;
+    }
+    const int64_t rest = e - (next_plane - at.plane);
+    visit(ci, at.y[rest], at.x[rest]);
+  }
+}
+
+// dst[0:n] += src[0:n], n a multiple of 8.
+inline void add_row(float* dst, const float* src, int64_t n) {
+  for (int64_t k = 0; k < n; k += 8) store8(dst + k, load8(dst + k) + load8(src + k));
+}
+
 // (indptr, indices) of x [B, Cin * H * W] (the ones of each sample), grad_out [B, Cout, OH, OW]
 // -> {grad W in [Cin, KH, KW, Cout] order, grad bias [Cout]}:
 //   grad W[ci, ki, kj] = sum over the ones (b, ci, py, px) whose window position
@@ -362,7 +395,8 @@ std::vector<at::Tensor> event_conv2d_grad_weight(const at::Tensor& indptr, const
   const int64_t H = in_size[0], W = in_size[1], KH = kernel[0], KW = kernel[1];
   TORCH_CHECK(grad_out.size(0) == B, "traceTorch event kernel: grad_out has ", grad_out.size(0), " samples, expected ", B);
   const AxisTaps ty(H, OH, KH, stride[0], padding[0], dilation[0]), tx(W, OW, KW, stride[1], padding[1], dilation[1]);
-  const int64_t plane = H * W, taps = in_channels * KH * KW, outs = OH * OW;
+  const PlanePositions at(H, W);
+  const int64_t taps = in_channels * KH * KW, outs = OH * OW;
   const int64_t V = (Cout + 7) / 8, Cp = 8 * V;  // vectors per row, padded row length
   const int64_t* ip = indptr.const_data_ptr<int64_t>();
   const int32_t* ix = indices.const_data_ptr<int32_t>();
@@ -387,24 +421,14 @@ std::vector<at::Tensor> event_conv2d_grad_weight(const at::Tensor& indptr, const
           }
           bias[o] += total;
         }
-        int64_t ci = -1, next_plane = 0;  // the indices of a sample are increasing: track the channel
-        for (int64_t j = ip[b]; j < ip[b + 1]; ++j) {
-          const int64_t e = ix[j];
-          while (e >= next_plane) {
-            ++ci;
-            next_plane += plane;
-          }
-          const int64_t rest = e - ci * plane, py = rest / W, px = rest - py * W;
+        for_each_one(ix, ip[b], ip[b + 1], at, [&](int64_t ci, int32_t py, int32_t px) {
           for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u) {
             float* wrow = a + (ci * KH + ty.tap[u]) * KW * Cp;
             const float* grow = rows.data() + ty.out[u] * OW * Cp;
-            for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v) {
-              float* w = wrow + tx.tap[v] * Cp;
-              const float* g = grow + tx.out[v] * Cp;
-              for (int64_t k = 0; k < V; ++k) store8(w + 8 * k, load8(w + 8 * k) + load8(g + 8 * k));
-            }
+            for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v)
+              add_row(wrow + tx.tap[v] * Cp, grow + tx.out[v] * Cp, Cp);
           }
-        }
+        });
       }
     }
   });
@@ -423,10 +447,10 @@ std::vector<at::Tensor> event_conv2d_grad_weight(const at::Tensor& indptr, const
 
 // Conv2d forward on a 0/1 input from the index of its ones (per sample, increasing in
 // (channel, y, x)): out [B, Cout, OH, OW] = bias + for every output position, the sum of the
-// weights W[:, c, ky, kx] whose input x[b, c, y, x] is 1. Each sample lists, for every output
-// position, the weight rows its ones reach (through the AxisTaps tables), sums each list in
-// registers into a tile (channels innermost), then transposes the tile into out. Every output
-// is summed in the same order whatever the thread count.
+// weights W[:, c, ky, kx] whose input x[b, c, y, x] is 1. Each sample lists, in one pass over its
+// ones, the weight rows each output position's ones reach (through the AxisTaps tables), sums each
+// list in registers into a tile (channels innermost), then transposes the tile into out. Every
+// output is summed in the same order whatever the thread count.
 at::Tensor event_conv2d_forward(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& weight,
                                 const at::Tensor& bias, at::IntArrayRef in_size, at::IntArrayRef stride,
                                 at::IntArrayRef padding, at::IntArrayRef dilation) {
@@ -446,9 +470,10 @@ at::Tensor event_conv2d_forward(const at::Tensor& indptr, const at::Tensor& indi
   if (has_bias) check_float(bias, "bias", 1);
   TORCH_CHECK(!has_bias || bias.size(0) == Cout, "traceTorch event kernel: bias has ", bias.size(0), " values for ",
               Cout, " outputs");
-  const int64_t plane = H * W, outs = OH * OW, taps = Cin * KH * KW;
+  const int64_t outs = OH * OW, taps = Cin * KH * KW;
   const int64_t Cp = (Cout + 7) / 8 * 8;
   const AxisTaps ty(H, OH, KH, stride[0], padding[0], dilation[0]), tx(W, OW, KW, stride[1], padding[1], dilation[1]);
+  const PlanePositions at(H, W);
   // the weights as rows by (channel, ky, kx), output channels innermost, padded with zeros to Cp
   std::vector<float> table(taps * Cp, 0.0f), bias_row(Cp, 0.0f);
   const float* pw = weight.const_data_ptr<float>();
@@ -460,37 +485,25 @@ at::Tensor event_conv2d_forward(const at::Tensor& indptr, const at::Tensor& indi
   auto out = tracetorch_pool::pooled_empty({B, Cout, OH, OW}, weight.options());
   float* po = out.mutable_data_ptr<float>();
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<int32_t> start(outs + 1), fill(outs), rows;
+    // each output position's weight rows, in slots of `taps` (a row reaches a position at most once)
+    std::vector<int32_t> count(outs), slots(outs * taps);
     std::vector<float> tile(outs * Cp);
     for (int64_t b = b0; b < b1; ++b) {
-      // every output position's weight rows: for each one (channel c, y, x) and each (tap, output)
-      // pair of its row and column, the row (c, ky, kx) goes to output (oy, ox); counted, then filled
-      const int64_t first = ip[b], last = ip[b + 1];
-      std::fill(start.begin(), start.end(), 0);
-      auto each_pair = [&](auto&& visit) {
-        int64_t ci = -1, next_plane = 0;  // the indices of a sample are increasing: track the channel
-        for (int64_t j = first; j < last; ++j) {
-          const int64_t e = ixs[j];
-          while (e >= next_plane) {
-            ++ci;
-            next_plane += plane;
+      std::fill(count.begin(), count.end(), 0);
+      for_each_one(ixs, ip[b], ip[b + 1], at, [&](int64_t ci, int32_t py, int32_t px) {
+        for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u) {
+          const auto row = static_cast<int32_t>((ci * KH + ty.tap[u]) * KW);
+          const int32_t q0 = ty.out[u] * static_cast<int32_t>(OW);
+          for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v) {
+            const int32_t q = q0 + tx.out[v];
+            slots[q * taps + count[q]++] = row + tx.tap[v];
           }
-          const int64_t rest = e - ci * plane, py = rest / W, px = rest - py * W;
-          for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u)
-            for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v)
-              visit(ty.out[u] * OW + tx.out[v], static_cast<int32_t>((ci * KH + ty.tap[u]) * KW + tx.tap[v]));
         }
-      };
-      each_pair([&](int64_t q, int32_t) { ++start[q + 1]; });
-      for (int64_t q = 0; q < outs; ++q) start[q + 1] += start[q];
-      rows.resize(start[outs]);
-      std::copy(start.begin(), start.end() - 1, fill.begin());
-      each_pair([&](int64_t q, int32_t row) { rows[fill[q]++] = row; });
+      });
       for (int64_t q = 0; q < outs; ++q)
         for (int64_t n0 = 0; n0 < Cp; n0 += 64)
           GATHER_SLICES[std::min<int64_t>(8, (Cp - n0) / 8)](table.data(), Cp, n0, bias_row.data(),
-                                                             rows.data() + start[q], start[q + 1] - start[q],
-                                                             tile.data() + q * Cp);
+                                                             slots.data() + q * taps, count[q], tile.data() + q * Cp);
       float* ob = po + b * Cout * outs;
       for (int64_t o = 0; o < Cout; ++o)
         for (int64_t q = 0; q < outs; ++q) ob[o * outs + q] = tile[q * Cp + o];
@@ -660,6 +673,84 @@ std::vector<at::Tensor> conv2d_direct_grad_weight(const at::Tensor& x, const at:
   return {gw, gb};
 }
 
+#if defined(__AVX2__)
+// Even and odd lanes of a's 8 floats then b's: {a0, a2, a4, a6, b0, b2, b4, b6} and {a1, ..., b7}.
+inline void deinterleave(__m256 a, __m256 b, __m256& even, __m256& odd) {
+  constexpr int blocks = _MM_SHUFFLE(3, 1, 2, 0);  // [a0 a2 b0 b2 | a4 a6 b4 b6] -> a's pairs, then b's
+  const auto pairs_in_order = [](__m256 v) {
+    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), blocks));
+  };
+  even = pairs_in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
+  odd = pairs_in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+}
+
+// 2x2 windows, stride 2: four outputs from the 8 inputs at each of a and a + W (their two rows),
+// four more from b and b + W, in one vector; the taps compared in torch's order with its rule.
+inline void max_pool_2x2_runs(const float* a, const float* b, int64_t W, float* out_a, float* out_b, uint8_t* arg_a,
+                              uint8_t* arg_b) {
+  __m256 best, odd, lower_even, lower_odd;
+  deinterleave(_mm256_loadu_ps(a), _mm256_loadu_ps(b), best, odd);
+  deinterleave(_mm256_loadu_ps(a + W), _mm256_loadu_ps(b + W), lower_even, lower_odd);
+  __m256 where = _mm256_setzero_ps();
+  const __m256 taps[3] = {odd, lower_even, lower_odd};
+  for (int t = 0; t < 3; ++t) {
+    const __m256 take =
+        _mm256_or_ps(_mm256_cmp_ps(taps[t], best, _CMP_GT_OQ), _mm256_cmp_ps(taps[t], taps[t], _CMP_UNORD_Q));
+    best = _mm256_blendv_ps(best, taps[t], take);
+    where = _mm256_blendv_ps(where, _mm256_set1_ps(static_cast<float>(t + 1)), take);
+  }
+  _mm_storeu_ps(out_a, _mm256_castps256_ps128(best));
+  _mm_storeu_ps(out_b, _mm256_extractf128_ps(best, 1));
+  alignas(32) int32_t w[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(w), _mm256_cvttps_epi32(where));
+  for (int k = 0; k < 4; ++k) {
+    arg_a[k] = static_cast<uint8_t>(w[k]);
+    arg_b[k] = static_cast<uint8_t>(w[k + 4]);
+  }
+}
+
+// The gradient of max_pool_2x2_runs: each run's 4 output gradients written to the tap of the
+// window that won, zeros to the other three (0 + g, as torch's accumulation gives: -0 becomes 0).
+inline void max_pool_2x2_runs_backward(const float* grad_a, const float* grad_b, const uint8_t* arg_a,
+                                       const uint8_t* arg_b, int64_t W, float* a, float* b) {
+  const __m256 g = _mm256_set_m128(_mm_loadu_ps(grad_b), _mm_loadu_ps(grad_a));
+  int32_t bytes_a, bytes_b;
+  std::memcpy(&bytes_a, arg_a, 4);
+  std::memcpy(&bytes_b, arg_b, 4);
+  const __m256i arg = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, bytes_b, bytes_a));
+  __m256 at[4];
+  for (int t = 0; t < 4; ++t)
+    at[t] = _mm256_add_ps(_mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(arg, _mm256_set1_epi32(t))), g),
+                          _mm256_setzero_ps());
+  for (int row = 0; row < 2; ++row) {  // taps (0, 1) on the upper row, (2, 3) on the lower
+    const __m256 low = _mm256_unpacklo_ps(at[2 * row], at[2 * row + 1]);
+    const __m256 high = _mm256_unpackhi_ps(at[2 * row], at[2 * row + 1]);
+    _mm256_storeu_ps(a + row * W, _mm256_permute2f128_ps(low, high, 0x20));
+    _mm256_storeu_ps(b + row * W, _mm256_permute2f128_ps(low, high, 0x31));
+  }
+}
+#endif
+
+// The 2x2, stride-2 pooling's vector layout: each output row's first runs of four outputs
+// (eight inputs wide) go through the vector kernels two runs at a time, in row-major order
+// (pairs span rows, so narrow planes vectorize too); 0 runs for other windows or without AVX2.
+inline int64_t vector_runs_per_row(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t OW, int64_t W) {
+#if defined(__AVX2__)
+  if (kh == 2 && kw == 2 && sh == 2 && sw == 2) return std::min(OW / 4, W / 8);
+#endif
+  return 0;
+}
+inline int64_t run_output(int64_t r, int64_t runs_per_row, int64_t OW) {  // offset of run r's first output
+  return (r / runs_per_row) * OW + (r % runs_per_row) * 4;
+}
+inline int64_t run_input(int64_t r, int64_t runs_per_row, int64_t W) {  // offset of its window's corner
+  return 2 * (r / runs_per_row) * W + 8 * (r % runs_per_row);
+}
+// The first output of row oy that the vector runs [0, paired) leave to the scalar loop.
+inline int64_t first_scalar_output(int64_t oy, int64_t runs_per_row, int64_t paired) {
+  return 4 * std::clamp<int64_t>(paired - oy * runs_per_row, 0, runs_per_row);
+}
+
 // Max pooling over the planes of x [P, H, W] (no padding, dilation 1): out [P, OH, OW] and the
 // position of each maximum within its window (uint8, row-major in the window). Ties and NaNs
 // follow torch's CPU kernel: a later value wins when it is greater or NaN.
@@ -676,14 +767,27 @@ std::vector<at::Tensor> max_pool2d_planes(const at::Tensor& x, at::IntArrayRef k
   const float* px = x.const_data_ptr<float>();
   float* po = out.mutable_data_ptr<float>();
   uint8_t* pa = arg.mutable_data_ptr<uint8_t>();
+  const int64_t runs_per_row = vector_runs_per_row(kh, kw, sh, sw, OW, W);
+  const int64_t paired = OH * runs_per_row / 2 * 2;
   at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
-    // one output row at a time, taps outermost: the loop over the row's outputs is branch-free
-    // and vectorizes (the winner of each comparison is unpredictable on spikes)
+    // the vector runs, then the other outputs one output row at a time, taps outermost: the loop
+    // over the row's outputs is branch-free and vectorizes (the winner of each comparison is
+    // unpredictable on spikes)
     std::vector<float> best(OW);
     std::vector<int32_t> where(OW);
     for (int64_t p = p0; p < p1; ++p) {
       const float* xp = px + p * H * W;
+#if defined(__AVX2__)
+      for (int64_t r = 0; r < paired; r += 2) {
+        const int64_t i_a = run_input(r, runs_per_row, W), i_b = run_input(r + 1, runs_per_row, W);
+        const int64_t o_a = p * OH * OW + run_output(r, runs_per_row, OW);
+        const int64_t o_b = p * OH * OW + run_output(r + 1, runs_per_row, OW);
+        max_pool_2x2_runs(xp + i_a, xp + i_b, W, po + o_a, po + o_b, pa + o_a, pa + o_b);
+      }
+#endif
       for (int64_t oy = 0; oy < OH; ++oy) {
+        const int64_t first = first_scalar_output(oy, runs_per_row, paired);
+        if (first == OW) continue;
         std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
         std::fill(where.begin(), where.end(), 0);
         float* __restrict b = best.data();
@@ -692,7 +796,7 @@ std::vector<at::Tensor> max_pool2d_planes(const at::Tensor& x, at::IntArrayRef k
           for (int64_t j = 0; j < kw; ++j) {
             const float* __restrict row = xp + (oy * sh + i) * W + j;
             const int32_t tap = static_cast<int32_t>(i * kw + j);
-            for (int64_t ox = 0; ox < OW; ++ox) {
+            for (int64_t ox = first; ox < OW; ++ox) {
               const float v = row[ox * sw];
               const bool take = (v > b[ox]) | (v != v);  // torch's rule: a later value wins when greater or NaN
               b[ox] = take ? v : b[ox];
@@ -701,7 +805,7 @@ std::vector<at::Tensor> max_pool2d_planes(const at::Tensor& x, at::IntArrayRef k
           }
         float* o = po + (p * OH + oy) * OW;
         uint8_t* a = pa + (p * OH + oy) * OW;
-        for (int64_t ox = 0; ox < OW; ++ox) {
+        for (int64_t ox = first; ox < OW; ++ox) {
           o[ox] = b[ox];  // the value at the winning tap (-inf when none won, as tap 0 then is)
           a[ox] = static_cast<uint8_t>(w[ox]);
         }
@@ -727,12 +831,24 @@ at::Tensor max_pool2d_planes_backward(const at::Tensor& grad_out, const at::Tens
   const float* pg = grad_out.const_data_ptr<float>();
   const uint8_t* pa = arg.const_data_ptr<uint8_t>();
   float* px = gx.mutable_data_ptr<float>();
+  const int64_t runs_per_row = vector_runs_per_row(kernel[0], kw, sh, sw, OW, width);
+  const int64_t paired = OH * runs_per_row / 2 * 2;
+  // the vector runs write every input of their windows; zeros first unless they cover the plane
+  const bool covered = paired == OH * runs_per_row && 4 * runs_per_row == OW && 2 * OH == height && 2 * OW == width;
   at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
     for (int64_t p = p0; p < p1; ++p) {
       float* gp = px + p * height * width;
-      std::fill(gp, gp + height * width, 0.0f);
+      if (!covered) std::fill(gp, gp + height * width, 0.0f);
+#if defined(__AVX2__)
+      for (int64_t r = 0; r < paired; r += 2) {
+        const int64_t o_a = p * OH * OW + run_output(r, runs_per_row, OW);
+        const int64_t o_b = p * OH * OW + run_output(r + 1, runs_per_row, OW);
+        max_pool_2x2_runs_backward(pg + o_a, pg + o_b, pa + o_a, pa + o_b, width,
+                                   gp + run_input(r, runs_per_row, width), gp + run_input(r + 1, runs_per_row, width));
+      }
+#endif
       for (int64_t oy = 0; oy < OH; ++oy)
-        for (int64_t ox = 0; ox < OW; ++ox) {
+        for (int64_t ox = first_scalar_output(oy, runs_per_row, paired); ox < OW; ++ox) {
           const int64_t o = (p * OH + oy) * OW + ox;
           gp[oy * sh * width + ox * sw + offset[pa[o]]] += pg[o];
         }
