@@ -52,12 +52,18 @@ from tracetorch.kernels.event_linear import MAX_DENSITY, MIN_ELEMENTS, unsupport
 __all__ = ["conv2d", "explain", "conv_plan", "ConvPlan"]
 
 # Nanoseconds per unit of work, fitted on this project's 2-core AVX2 machine with benchmarks/
-# conv shapes: an 8-channel weight row added for one (one, tap) pair and an output position's
-# fixed cost in the event kernels; an 8-lane multiply-add of the direct kernels; a multiply-add and
-# an output value of torch's dense convolution (oneDNN; the second dominates with one input channel:
-# 1 -> 12 channels 5x5 on [640, 1, 28, 28] took 8.7 ms, 1 -> 32 3x3 padded 82 ms).
-EVENT_ROW_NS = 1.1
-EVENT_POSITION_NS = 27.0
+# conv shapes: in the event forward, listing a (one, tap) pair, adding its weight row per 8 output
+# channels, and an output position's fixed cost (least squares over 12 -> 8 and 12 -> 64 5x5, 16 -> 32
+# and 32 -> 64 3x3 padded, 5-30% ones); an 8-lane multiply-add of the direct kernels; a multiply-add
+# and an output value of torch's dense convolution (oneDNN; the second dominates with one input
+# channel: 1 -> 12 channels 5x5 on [640, 1, 28, 28] took 8.7 ms, 1 -> 32 3x3 padded 82 ms).
+EVENT_PAIR_NS = 2.6
+EVENT_ROW_NS = 0.5
+EVENT_POSITION_NS = 46.0
+# The event weight gradient: a weight row of 8 channels updated per (one, tap) pair, and an output
+# position's cost (its gradient transposed and summed for the bias); 12 -> 64 5x5, 5-50% ones.
+EVENT_GRAD_ROW_NS = 0.9
+EVENT_GRAD_POSITION_NS = 120.0
 DIRECT_VECTOR_NS = 0.5
 DENSE_MAC_NS = 0.025
 DENSE_OUTPUT_NS = 1.3
@@ -78,8 +84,9 @@ def conv_plan(weight_shape: tuple[int, ...], in_shape: tuple[int, ...], geometry
 
     ``ones=None``: the input is not a spike tensor, so no event kernel can take it.
 
-    Events: every one reaches about ``kh * kw * (output / input positions)`` outputs, each adding
-    ``ceil(out_channels / 8)`` vectors, plus a fixed cost per output position. Direct (stride 1, dilation
+    Events: every one reaches about ``kh * kw * (output / input positions)`` outputs, each listed and
+    then adding ``ceil(out_channels / 8)`` vectors (for the weight gradient, updating them), plus a
+    fixed cost per output position. Direct (stride 1, dilation
     1, kernel width <= 8): one 8-lane multiply-add per (output row chunk of 8, input channel, tap). Dense
     (forward only): one multiply-add per (output, input channel, tap), plus a cost per output value.
 
@@ -93,18 +100,19 @@ def conv_plan(weight_shape: tuple[int, ...], in_shape: tuple[int, ...], geometry
     stride, padding, dilation = geometry
     oh, ow = ((n + 2 * p - d * (k - 1) - 1) // s + 1
               for n, k, s, p, d in zip(in_shape[2:], (kh, kw), stride, padding, dilation))
-    positions = in_shape[0] * oh * ow
-    events = math.inf
+    positions, vectors = in_shape[0] * oh * ow, -(-out_channels // 8)
+    events = events_grad = math.inf
     if ones is not None:
         pairs = ones * kh * kw * (oh * ow) / (in_shape[2] * in_shape[3])
-        events = EVENT_ROW_NS * pairs * -(-out_channels // 8) + EVENT_POSITION_NS * positions
+        events = (EVENT_PAIR_NS + EVENT_ROW_NS * vectors) * pairs + EVENT_POSITION_NS * positions
+        events_grad = EVENT_GRAD_ROW_NS * vectors * pairs + EVENT_GRAD_POSITION_NS * positions
     dense = (DENSE_MAC_NS * in_channels * kh * kw + DENSE_OUTPUT_NS) * positions * out_channels
     direct = None
     if stride == (1, 1) and dilation == (1, 1) and kw <= 8:
         direct = DIRECT_VECTOR_NS * in_shape[0] * oh * -(-ow // 8) * out_channels * in_channels * kh * kw
     costs = {"events": events, "dense": dense} | ({} if direct is None else {"direct": direct})
     forward = min(costs, key=costs.__getitem__)
-    weight_grad = "direct" if direct is not None and direct < events else "events"
+    weight_grad = "direct" if direct is not None and direct < events_grad else "events"
     return ConvPlan(forward, weight_grad)
 
 
