@@ -103,6 +103,7 @@ def test_every_build_is_announced_with_progress_including_a_rebuild_for_changed_
 
     def messages() -> list[str]:
         cpu.load.cache_clear()
+        monkeypatch.setattr(cpu, "_loaded_library", None)  # as in a fresh process
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="tracetorch.kernels"):
             assert cpu.load() is not None
@@ -126,6 +127,27 @@ def test_every_build_is_announced_with_progress_including_a_rebuild_for_changed_
         assert built == [first_dir, first_dir, second_dir]  # the cached load still goes through torch (ninja no-op)
     finally:
         cpu.load.cache_clear()
+
+
+@pytest.mark.skipif(not cpu.available(), reason="needs the compiled C++ kernels")
+def test_a_process_keeps_the_build_it_loaded_when_the_sources_change(tmp_path, monkeypatch, caplog):
+    # torch aborts the process on a second library registering the same ops: never load one
+    loaded = tmp_path / "tracetorch_kernels_avx2_0123" / "tracetorch_kernels_avx2_0123.so"
+    monkeypatch.setattr(cpu, "_loaded_library", loaded)
+
+    def no_build(**_: object) -> None:
+        raise AssertionError("a second build was loaded")
+
+    monkeypatch.setattr("torch.utils.cpp_extension.load", no_build)
+    cpu.load.cache_clear()
+    try:
+        with caplog.at_level(logging.INFO, logger="tracetorch.kernels"):
+            assert cpu.load() is torch.ops.tracetorch_kernels
+    finally:
+        cpu.load.cache_clear()
+    assert [r.getMessage() for r in caplog.records] == [
+        "traceTorch: the kernel sources changed after this process loaded tracetorch_kernels_avx2_0123; it keeps that "
+        f"build (one process cannot load two): restart Python to use {cpu.build_plan().name}"]
 
 
 def test_progress_is_reported_while_the_build_runs(tmp_path, monkeypatch):
@@ -157,6 +179,7 @@ def test_a_failed_build_raises_into_the_fallback_warning(tmp_path, monkeypatch, 
         raise RuntimeError("Error building extension\nneuron_cpu.cpp:1: error: boom")
 
     monkeypatch.setattr("torch.utils.cpp_extension.load", broken)
+    monkeypatch.setattr(cpu, "_loaded_library", None)  # as in a fresh process
     cpu.load.cache_clear()
     try:
         with caplog.at_level(logging.INFO, logger="tracetorch.kernels"):

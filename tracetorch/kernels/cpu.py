@@ -268,6 +268,10 @@ def _builder_lock(directory: Path) -> Iterator[None]:
         yield
 
 
+_loaded_library: Path | None = None
+"""The kernel library this process has loaded: torch aborts on a second build of the same ops."""
+
+
 @cache
 def load() -> Any | None:
     """The compiled kernel's ops (``torch.ops.tracetorch_kernels``), built on first use; ``None`` if impossible.
@@ -284,8 +288,14 @@ def load() -> Any | None:
     if shutil.which("ninja") is None and (venv_bin / "ninja").exists():  # the ninja wheel of an unactivated venv
         os.environ["PATH"] = f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     try:
-        torch_load = _cpp_extension().load
+        global _loaded_library
         plan = build_plan()
+        if _loaded_library is not None and _loaded_library != plan.library:
+            log.warning("traceTorch: the kernel sources changed after this process loaded %s; it keeps that build "
+                        "(one process cannot load two): restart Python to use %s", _loaded_library.parent.name, plan.name)
+            torch.ops.tracetorch_kernels.pool_set_limit(pool_limit)
+            return torch.ops.tracetorch_kernels
+        torch_load = _cpp_extension().load
         built = plan.built
         sources = plan.stage()
 
@@ -300,6 +310,7 @@ def load() -> Any | None:
         else:
             announce(plan)
             build_with_progress(build, plan)
+        _loaded_library = plan.library
         torch.ops.tracetorch_kernels.pool_set_limit(pool_limit)
         return torch.ops.tracetorch_kernels
     except Exception as err:  # noqa: BLE001 - any build failure means: use the reference path
