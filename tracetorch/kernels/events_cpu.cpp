@@ -112,27 +112,73 @@ inline void scatter_row(const float* row, int64_t N, const int32_t* idx, int64_t
     for (int64_t j = 0; j < cnt; ++j) out[static_cast<int64_t>(idx[j]) * stride + n0] += row[n0];
 }
 
-// out[r] = init (bias row, or zeros) + sum over the indices j of row r of table[j]: a sparse
-// 0/1 matrix [R, K] (CSR) times a dense table [K, N].
-void sparse_binary_matmul(const int64_t* ip, const int32_t* ix, int64_t R, const float* table, int64_t N,
-                          const float* init, float* out) {
-  at::parallel_for(0, R, ROW_GRAIN, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* o = out + r * N;
-      if (init != nullptr) {
-        std::memcpy(o, init, N * sizeof(float));
-      } else {
-        std::fill(o, o + N, 0.0f);
+// W [N, K] -> its 8-feature slices [S][K][8] (S = ceil(N / 8); the lanes past N zero): the rows
+// the ones select, one slice small enough for L1 (K * 32 bytes).
+std::unique_ptr<float[]> weight_slices(const float* w, int64_t N, int64_t K) {
+  const int64_t S = (N + 7) / 8;
+  std::unique_ptr<float[]> sliced(new float[S * K * 8]);
+  at::parallel_for(0, S, 1, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      for (int64_t l = 0; l < 8; ++l) {
+        float* d = sliced.get() + s * K * 8 + l;
+        if (8 * s + l >= N) {
+          for (int64_t k = 0; k < K; ++k) d[k * 8] = 0.0f;
+          continue;
+        }
+        const float* row = w + (8 * s + l) * K;
+        for (int64_t k = 0; k < K; ++k) d[k * 8] = row[k];
       }
-      const int32_t* idx = ix + ip[r];
-      const int64_t cnt = ip[r + 1] - ip[r];
-      int64_t n0 = 0;
-      for (; n0 + 64 <= N; n0 += 64) gather_slice<8>(table, N, n0, o, idx, cnt, o);
-      for (; n0 + 8 <= N; n0 += 8) gather_slice<1>(table, N, n0, o, idx, cnt, o);
-      for (; n0 < N; ++n0) {
-        float acc = o[n0];
-        for (int64_t j = 0; j < cnt; ++j) acc += table[static_cast<int64_t>(idx[j]) * N + n0];
-        o[n0] = acc;
+  });
+  return sliced;
+}
+
+constexpr int64_t SLICE_ROWS = 64;  // rows per block: their index stays in cache while every slice passes over it
+
+// out[r] = init (bias row, or zeros) + sum over the indices j of row r of W^T[j]: a sparse 0/1
+// matrix [R, K] (CSR) times W^T, from weight_slices. Blocks of rows take the slices in turn (the
+// slice stays in L1); four rows at a time, each its own chain of adds in index order.
+void sparse_binary_matmul(const int64_t* ip, const int32_t* ix, int64_t R, const float* sliced, int64_t K, int64_t N,
+                          const float* init, float* out) {
+  const int64_t S = (N + 7) / 8;
+  at::parallel_for(0, (R + SLICE_ROWS - 1) / SLICE_ROWS, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t block = b0; block < b1; ++block) {
+      const int64_t r0 = block * SLICE_ROWS, r1 = std::min(R, r0 + SLICE_ROWS);
+      for (int64_t s = 0; s < S; ++s) {
+        const float* table = sliced + s * K * 8;
+        const int64_t lanes = std::min<int64_t>(8, N - 8 * s);
+        float start[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        if (init != nullptr) std::copy(init + 8 * s, init + 8 * s + lanes, start);
+        const v8 first = load8(start);
+        auto sum_rest = [&](v8 acc, const int32_t* idx, int64_t from, int64_t to) {
+          for (int64_t j = from; j < to; ++j) acc += load8(table + static_cast<int64_t>(idx[j]) * 8);
+          return acc;
+        };
+        auto put = [&](int64_t r, v8 acc) {
+          float* o = out + r * N + 8 * s;
+          if (lanes == 8) {
+            store8(o, acc);
+          } else {
+            float tmp[8];
+            store8(tmp, acc);
+            std::copy(tmp, tmp + lanes, o);
+          }
+        };
+        int64_t r = r0;
+        for (; r + 4 <= r1; r += 4) {
+          const int32_t* idx[4];
+          int64_t cnt[4];
+          v8 acc[4];
+          for (int q = 0; q < 4; ++q) {
+            idx[q] = ix + ip[r + q];
+            cnt[q] = ip[r + q + 1] - ip[r + q];
+            acc[q] = first;
+          }
+          const int64_t common = std::min(std::min(cnt[0], cnt[1]), std::min(cnt[2], cnt[3]));
+          for (int64_t j = 0; j < common; ++j)
+            for (int q = 0; q < 4; ++q) acc[q] += load8(table + static_cast<int64_t>(idx[q][j]) * 8);
+          for (int q = 0; q < 4; ++q) put(r + q, sum_rest(acc[q], idx[q], common, cnt[q]));
+        }
+        for (; r < r1; ++r) put(r, sum_rest(first, ix + ip[r], 0, ip[r + 1] - ip[r]));
       }
     }
   });
@@ -242,17 +288,6 @@ std::vector<at::Tensor> binary_rows(const at::Tensor& x, double max_density) {
   return {indptr, indices};
 }
 
-// dst [cols, rows] = src [rows, cols] transposed, in 32 x 32 tiles (both sides stay in cache).
-void transpose(const float* src, int64_t rows, int64_t cols, float* dst) {
-  constexpr int64_t TILE = 32;
-  at::parallel_for(0, (rows + TILE - 1) / TILE, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t r0 = t0 * TILE; r0 < std::min(rows, t1 * TILE); r0 += TILE)
-      for (int64_t c0 = 0; c0 < cols; c0 += TILE)
-        for (int64_t c = c0; c < std::min(cols, c0 + TILE); ++c)
-          for (int64_t r = r0; r < std::min(rows, r0 + TILE); ++r) dst[c * rows + r] = src[r * cols + c];
-  });
-}
-
 // (indptr, indices) of x [R, K], W [N, K], bias [N] or empty -> out [R, N] = x W^T + bias.
 at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& weight,
                                 const at::Tensor& bias) {
@@ -263,10 +298,9 @@ at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indi
   if (has_bias) check_float(bias, "bias", 1);
   TORCH_CHECK(!has_bias || bias.size(0) == N, "traceTorch event kernel: bias has ", bias.size(0), " values for ", N,
               " outputs");
-  std::unique_ptr<float[]> weight_t(new float[K * N]);  // the rows the ones select: W^T [K, N] (all written)
-  transpose(weight.const_data_ptr<float>(), N, K, weight_t.get());
+  const auto sliced = weight_slices(weight.const_data_ptr<float>(), N, K);
   auto out = tracetorch_pool::pooled_empty({R, N}, weight.options());
-  sparse_binary_matmul(indptr.const_data_ptr<int64_t>(), indices.const_data_ptr<int32_t>(), R, weight_t.get(), N,
+  sparse_binary_matmul(indptr.const_data_ptr<int64_t>(), indices.const_data_ptr<int32_t>(), R, sliced.get(), K, N,
                        has_bias ? bias.const_data_ptr<float>() : nullptr, out.mutable_data_ptr<float>());
   return out;
 }
