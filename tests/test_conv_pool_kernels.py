@@ -62,6 +62,19 @@ def test_event_conv2d_equals_torch_with_gradients(kwargs: dict) -> None:
 
 
 @compiled
+def test_event_conv2d_forward_of_a_large_layer_in_bands_of_output_rows() -> None:
+    # 64 x 64 outputs reached by 64 * 3 * 3 weight rows each: more slots than a thread lists at once
+    torch.manual_seed(4)
+    conv = nn.Conv2d(64, 8, 3)
+    x = spikes(2, 64, 66, 66, density=0.1)
+    indptr, indices = cpu.load().binary_rows(x.view(2, -1), 0.5)
+    w, b = conv.weight.detach(), conv.bias.detach()
+    got = cpu.load().event_conv2d_forward(indptr, indices, w, b, [66, 66], [1, 1], [0, 0], [1, 1])
+    want = torch.nn.functional.conv2d(x.double(), w.double(), b.double())
+    torch.testing.assert_close(got.double(), want, rtol=0, atol=1e-5)
+
+
+@compiled
 def test_event_conv2d_weight_gradient_does_not_depend_on_the_thread_count() -> None:
     torch.manual_seed(2)
     conv = nn.Conv2d(3, 8, 3, padding=1)

@@ -38,6 +38,7 @@ namespace {
 
 constexpr int64_t ROW_GRAIN = 16;
 constexpr int64_t CONV_CHUNKS = 32;  // sample chunks of the conv weight gradient (fixed: see there)
+constexpr int64_t SLOT_LIMIT = int64_t{1} << 20;  // weight-row slots per thread in the conv forward (4 MB)
 
 void check_float(const at::Tensor& t, const char* name, int64_t dims) {
   TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == at::kFloat && t.dim() == dims,
@@ -518,26 +519,33 @@ at::Tensor event_conv2d_forward(const at::Tensor& indptr, const at::Tensor& indi
   const int32_t* ixs = indices.const_data_ptr<int32_t>();
   auto out = tracetorch_pool::pooled_empty({B, Cout, OH, OW}, weight.options());
   float* po = out.mutable_data_ptr<float>();
+  // output rows per band: each band's positions list their weight rows in slots of `taps` (a row
+  // reaches a position at most once), at most SLOT_LIMIT slots per thread; one band but for big layers
+  const int64_t band = std::clamp<int64_t>(SLOT_LIMIT / (OW * taps), 1, OH);
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    // each output position's weight rows, in slots of `taps` (a row reaches a position at most once)
-    std::vector<int32_t> count(outs), slots(outs * taps);
+    std::vector<int32_t> count(band * OW), slots(band * OW * taps);
     std::vector<float> tile(outs * Cp);
     for (int64_t b = b0; b < b1; ++b) {
-      std::fill(count.begin(), count.end(), 0);
-      for_each_one(ixs, ip[b], ip[b + 1], at, [&](int64_t ci, int32_t py, int32_t px) {
-        for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u) {
-          const auto row = static_cast<int32_t>((ci * KH + ty.tap[u]) * KW);
-          const int32_t q0 = ty.out[u] * static_cast<int32_t>(OW);
-          for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v) {
-            const int32_t q = q0 + tx.out[v];
-            slots[q * taps + count[q]++] = row + tx.tap[v];
+      for (int64_t oy0 = 0; oy0 < OH; oy0 += band) {
+        const int64_t oy1 = std::min(OH, oy0 + band);
+        std::fill(count.begin(), count.end(), 0);
+        for_each_one(ixs, ip[b], ip[b + 1], at, [&](int64_t ci, int32_t py, int32_t px) {
+          for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u) {
+            if (ty.out[u] < oy0 || ty.out[u] >= oy1) continue;
+            const auto row = static_cast<int32_t>((ci * KH + ty.tap[u]) * KW);
+            const auto q0 = static_cast<int32_t>((ty.out[u] - oy0) * OW);
+            for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v) {
+              const int32_t q = q0 + tx.out[v];
+              slots[q * taps + count[q]++] = row + tx.tap[v];
+            }
           }
-        }
-      });
-      for (int64_t q = 0; q < outs; ++q)
-        for (int64_t n0 = 0; n0 < Cp; n0 += 64)
-          GATHER_SLICES[std::min<int64_t>(8, (Cp - n0) / 8)](table.data(), Cp, n0, bias_row.data(),
-                                                             slots.data() + q * taps, count[q], tile.data() + q * Cp);
+        });
+        for (int64_t q = 0; q < (oy1 - oy0) * OW; ++q)
+          for (int64_t n0 = 0; n0 < Cp; n0 += 64)
+            GATHER_SLICES[std::min<int64_t>(8, (Cp - n0) / 8)](table.data(), Cp, n0, bias_row.data(),
+                                                               slots.data() + q * taps, count[q],
+                                                               tile.data() + (oy0 * OW + q) * Cp);
+      }
       float* ob = po + b * Cout * outs;
       for (int64_t o = 0; o < Cout; ++o)
         for (int64_t q = 0; q < outs; ++q) ob[o * outs + q] = tile[q * Cp + o];
