@@ -338,7 +338,10 @@ def test_a_long_document_without_aliases_is_not_an_alias_bomb(tmp_path):
 
 
 def test_ctrl_c_during_tt_eval_is_one_line(run, tmp_path):
-    code = ("import sys, time, tracetorch.cli.eval as cli, tracetorch.training.resume as r; real = r._trainer_for\n"
+    # Python's own Ctrl-C handler, as in a terminal: under a shell's background job (`cmd &`) SIGINT
+    # comes ignored, and Python then leaves it ignored
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "import sys, time, tracetorch.cli.eval as cli, tracetorch.training.resume as r; real = r._trainer_for\n"
             "def slow(*a, **k):\n    print('ready', flush=True); time.sleep(30); return real(*a, **k)\n"
             "r._trainer_for = slow; cli.main(sys.argv[1:])")
     process = subprocess.Popen([sys.executable, "-c", code, str(latest_checkpoint(run))], cwd=tmp_path, env=env_with_support(),
