@@ -268,6 +268,25 @@ def _builder_lock(directory: Path) -> Iterator[None]:
         yield
 
 
+def _build_and_load(plan: BuildPlan) -> None:
+    """Build ``plan`` (announced, with progress) unless cached, and load it into this process."""
+    torch_load = _cpp_extension().load
+    built = plan.built
+    sources = plan.stage()
+
+    def build() -> object:
+        with _builder_lock(plan.directory):
+            return torch_load(name=plan.name, sources=sources, extra_cflags=list(plan.cflags),
+                              extra_ldflags=list(LDFLAGS), build_directory=str(plan.directory), is_python_module=False,
+                              verbose=False)
+
+    if built:
+        build()  # ninja finds everything up to date; torch loads the library
+    else:
+        announce(plan)
+        build_with_progress(build, plan)
+
+
 _loaded_library: Path | None = None
 """The kernel library this process has loaded: torch aborts on a second build of the same ops."""
 
@@ -290,27 +309,12 @@ def load() -> Any | None:
     try:
         global _loaded_library
         plan = build_plan()
-        if _loaded_library is not None and _loaded_library != plan.library:
+        if _loaded_library in (None, plan.library):
+            _build_and_load(plan)
+            _loaded_library = plan.library
+        else:
             log.warning("traceTorch: the kernel sources changed after this process loaded %s; it keeps that build "
                         "(one process cannot load two): restart Python to use %s", _loaded_library.parent.name, plan.name)
-            torch.ops.tracetorch_kernels.pool_set_limit(pool_limit)
-            return torch.ops.tracetorch_kernels
-        torch_load = _cpp_extension().load
-        built = plan.built
-        sources = plan.stage()
-
-        def build() -> object:
-            with _builder_lock(plan.directory):
-                return torch_load(name=plan.name, sources=sources, extra_cflags=list(plan.cflags),
-                                  extra_ldflags=list(LDFLAGS), build_directory=str(plan.directory), is_python_module=False,
-                                  verbose=False)
-
-        if built:
-            build()  # ninja finds everything up to date; torch loads the library
-        else:
-            announce(plan)
-            build_with_progress(build, plan)
-        _loaded_library = plan.library
         torch.ops.tracetorch_kernels.pool_set_limit(pool_limit)
         return torch.ops.tracetorch_kernels
     except Exception as err:  # noqa: BLE001 - any build failure means: use the reference path
