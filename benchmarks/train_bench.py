@@ -24,8 +24,10 @@ The images are rate-coded in one of three ways (``--encoding``):
 ``all`` (the MLP's default) runs the three one after the other and prints a table for each;
 the conv SNN defaults to ``pre``. With ``shared`` and ``pre`` every library sees the same spikes.
 
-Each library runs in a fresh subprocess. Throughput is training samples per second over
-``--epochs`` epochs (two warm-up batches excluded). The test accuracy after those epochs
+Each library runs in a fresh subprocess, the libraries round-robin ``--rounds`` times (default 3),
+so that a slow spell of the machine falls on every library alike; the tables give each library's
+median, its range, and the range of its ratio round by round. Throughput is training samples per
+second over ``--epochs`` epochs (two warm-up batches excluded). The test accuracy after those epochs
 (argmax of the mean output spikes over the 10,000 test images) shows that the speed is not
 bought with accuracy. Peak memory is the growth of the process's resident set during
 training (after any pre-drawn spikes). Real MNIST is used when ``../shared/data/MNIST`` exists
@@ -47,6 +49,7 @@ import argparse
 import importlib.util
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -250,20 +253,44 @@ def measure(name: str, options: list[str]) -> dict | None:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def combine(rounds: list[dict[str, dict]]) -> dict[str, dict]:
+    """Each library's median over the rounds (rate, peak memory, accuracy), with its lowest and highest rate and,
+    round by round, its rate over the fastest other library's in the same round."""
+    combined = {}
+    for name in dict.fromkeys(name for r in rounds for name in r):
+        runs = [r[name] for r in rounds if name in r]
+        rates = [run["rate"] for run in runs]
+        accuracies = [run["accuracy"] for run in runs if run["accuracy"] is not None]
+        per_round = [r[name]["rate"] / best for r in rounds if name in r
+                     if (best := max((v["rate"] for n, v in r.items() if not n.startswith("tracetorch")), default=0))]
+        combined[name] = {"rate": statistics.median(rates), "low": min(rates), "high": max(rates),
+                          "peak_mb": statistics.median(run["peak_mb"] for run in runs),
+                          "accuracy": statistics.median(accuracies) if accuracies else None,
+                          "round_ratios": per_round}
+    return combined
+
+
 def print_table(title: str, results: dict[str, dict], encoding: str) -> None:
-    """One table: throughput and peak memory with their ratios against the best other (non-traceTorch) library."""
+    """One table: median throughput and peak memory with their ratios against the best other (non-traceTorch)
+    library, the throughput's range over the rounds and the ratio's range round by round."""
     others = [r for n, r in results.items() if not n.startswith("tracetorch")]
     best = max((r["rate"] for r in others), default=None)
     leanest = min((r["peak_mb"] for r in others), default=None)
     print(title)
-    print(f"{'library':>16} {'samples/s':>10} {'ratio':>7} {'test acc':>9} {'peak MB':>8} {'mem ratio':>10}")
+    print(f"{'library':>16} {'samples/s':>10} {'range':>13} {'ratio':>7} {'per round':>13} {'test acc':>9} "
+          f"{'peak MB':>8} {'mem ratio':>10}")
     for name, r in results.items():
         ratio = f"{r['rate'] / best:.2f}x" if best else "-"
+        spread = f"{r['low']:.0f}-{r['high']:.0f}"
+        rounds = f"{min(r['round_ratios']):.2f}-{max(r['round_ratios']):.2f}x" if r["round_ratios"] else "-"
         shown = f"{r['accuracy']:.2%}" if r["accuracy"] is not None else "-"
         mem = f"{r['peak_mb'] / leanest:.2f}" if leanest else "-"
-        print(f"{name:>16} {r['rate']:10.0f} {ratio:>7} {shown:>9} {r['peak_mb']:8.0f} {mem:>10}")
-    print(f"ratio: this throughput / the fastest other library's ({ENCODINGS[encoding]}); "
-          "peak MB: resident-set growth during training; mem ratio: this peak / the leanest other library's")
+        print(f"{name:>16} {r['rate']:10.0f} {spread:>13} {ratio:>7} {rounds:>13} {shown:>9} {r['peak_mb']:8.0f} "
+              f"{mem:>10}")
+    print(f"samples/s: the median over the rounds, range: lowest-highest; ratio: this median / the fastest other "
+          f"library's ({ENCODINGS[encoding]}); per round: the lowest and highest of this rate / the fastest other's "
+          "in the same round; peak MB: resident-set growth during training (median); mem ratio: this peak / the "
+          "leanest other library's")
 
 
 def main() -> None:
@@ -275,12 +302,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="time steps T (default: 20 for the MLP, 10 for the conv SNN)")
     parser.add_argument("--limit", type=int, help="use only the first N training and the first N test images")
     parser.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="run the libraries round-robin this many times; the table gives medians (default 3)")
     parser.add_argument("--libraries", nargs="+", choices=list(MODELS), default=list(MODELS))
     parser.add_argument("--child", choices=list(MODELS), help=argparse.SUPPRESS)
     parser.add_argument("--profile", type=int, default=0, metavar="BATCHES",
                         help="print torch.profiler's table of BATCHES training batches of the first --libraries entry, "
                         "in this process, instead of the benchmark")
     args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     epochs = args.epochs or EPOCHS[args.model]
     steps = args.steps or STEPS[args.model]
     encoding = args.encoding or DEFAULT_ENCODING[args.model]
@@ -302,7 +333,11 @@ def main() -> None:
         options = ["--model", args.model, "--encoding", mode, "--epochs", str(epochs), "--steps", str(steps)]
         options += ["--limit", str(args.limit)] if args.limit else []
         options += ["--threads", str(args.threads)] if args.threads else []
-        results = {name: r for name in names if (r := measure(name, options)) is not None}
+        rounds = [{name: r for name in names if (r := measure(name, options)) is not None}
+                  for _ in range(args.rounds)]
+        if not any(rounds):
+            raise SystemExit("every library failed (see above)")
+        results = combine([r for r in rounds if r])
         if i:
             print()
         plural = "s" * (epochs != 1)
