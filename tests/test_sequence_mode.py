@@ -211,6 +211,44 @@ def test_compiled_kernel_matches_reference_over_several_blocks(name: str, quant:
     compare(layer, ref, x_a, x_b, out, out_ref)
 
 
+@pytest.mark.parametrize("quant", ["identity", "round_unit", "stochastic_round"])
+@pytest.mark.parametrize("name", layer_names())
+def test_frozen_parameters_skip_their_gradients_and_keep_the_input_gradient(
+        name: str, quant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the backward kernel without parameter gradients gives the same input gradient, bit for bit
+    if not cpu.available():
+        pytest.skip("needs the compiled kernel")
+    if quant != "identity" and not parse(name).fires:
+        pytest.skip("only firing layers quantize")
+    torch.manual_seed(0)
+    kwargs = {"quant_fn": round_ste() if quant == "round_unit" else stochastic_round_ste(0.5)} if quant != "identity" else {}
+    learning = tt.snn.get_layer_class(name)(37, dim=-3, **kwargs)
+    with torch.no_grad():
+        for p in learning.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    frozen = copy.deepcopy(learning).requires_grad_(False)
+    flags = []
+    backward = cpu.CpuBackend.backward
+
+    def spy(self, *args, **kwargs):
+        flags.append(args[-1])
+        return backward(self, *args, **kwargs)
+
+    monkeypatch.setattr(cpu.CpuBackend, "backward", spy)
+    x = 2.0 * torch.randn(9, 5, 37, 5, 3)
+    weights = torch.randn_like(x)
+    grads = []
+    for layer in (learning, frozen):
+        x_in = x.clone().requires_grad_(True)
+        torch.manual_seed(5)
+        (layer.run(x_in) * weights).sum().backward()
+        grads.append(x_in.grad)
+    assert flags == [True, False]
+    assert torch.equal(grads[0], grads[1])
+    assert all(p.grad is None for p in frozen.parameters())
+    assert all(p.grad is not None for p in learning.parameters())
+
+
 def test_fallback_when_the_compiled_kernel_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpu, "load", lambda: None)
     layer = make_layer("DSLIB", -1, 1, None)

@@ -353,12 +353,12 @@ class CpuBackend:
 
     def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
                  init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
-                 init_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+                 init_grad: bool, param_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, f, q = meta.codes
         empty = params.new_empty(0)
         gx, gp, gi = self.ops.neuron_backward(grad_out, _or(grad_final, empty), _or(x, empty), params.contiguous(),
                                               _or(init, empty), _or(uniforms, empty), saved, d, s, r, f, q, meta.step,
-                                              meta.num_neurons, meta.inner, init_grad and init is not None)
+                                              meta.num_neurons, meta.inner, init_grad and init is not None, param_grad)
         return gx, gp, gi
 
     def slots(self, meta: Meta) -> tuple[int, int]:

@@ -12,11 +12,12 @@ connected to the graph exactly like the outputs.
 
 A backend is an object with ``forward(x, params, init, uniforms, meta, save)`` returning
 ``(out, final, saved)`` and ``backward(grad_out, grad_final, x, params, init, uniforms, saved,
-meta, init_grad)`` returning ``(grad_x, grad_params, grad_init)``. ``init`` is ``None`` when the
+meta, init_grad, param_grad)`` returning ``(grad_x, grad_params, grad_init)``. ``init`` is ``None`` when the
 layer holds no states (zeros), ``grad_final`` ``None`` when the final states get no gradient;
 ``grad_out`` has ``T`` rows, or one row when the output gradient is the same at every step (it is
 then not materialized ``T`` times). ``grad_params`` is ``[13, N]`` (summed over the batch) or
-per element ``[13, M]`` (summed here); ``grad_init`` is only read when ``init_grad``. Rows of slots
+per element ``[13, M]`` (summed here), and only read when ``param_grad`` (no parameter needs a
+gradient otherwise: a backend may skip them); ``grad_init`` is only read when ``init_grad``. Rows of slots
 a layer does not use may hold anything in ``final`` and ``grad_init``.
 """
 
@@ -63,7 +64,7 @@ class Backend(Protocol):
 
     def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
                  init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
-                 init_grad: bool) -> tuple[Tensor, Tensor, Tensor]: ...
+                 init_grad: bool, param_grad: bool) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
 class _FusedSequence(torch.autograd.Function):
@@ -88,10 +89,13 @@ class _FusedSequence(torch.autograd.Function):
         else:
             grad_out = grad_out.contiguous()
         grad_final = None if grad_final is None else grad_final.contiguous()
-        init_grad = ctx.needs_input_grad[2]
-        gx, gp, gi = ctx.backend.backward(grad_out, grad_final, x, params, init, uniforms, saved, meta, init_grad)
+        param_grad, init_grad = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        gx, gp, gi = ctx.backend.backward(grad_out, grad_final, x, params, init, uniforms, saved, meta, init_grad,
+                                          param_grad)
         n, inner = meta.num_neurons, meta.inner
-        gparams = gp if gp.shape[1] == n else gp.view(gp.shape[0], -1, n, inner).sum(dim=(1, 3))
+        gparams = None
+        if param_grad:
+            gparams = gp if gp.shape[1] == n else gp.view(gp.shape[0], -1, n, inner).sum(dim=(1, 3))
         return gx, gparams, gi if init_grad else None, None, None, None, None
 
 

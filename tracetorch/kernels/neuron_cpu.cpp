@@ -79,12 +79,13 @@ std::vector<at::Tensor> neuron_forward(const at::Tensor& x, const at::Tensor& pa
 
 // grad_out is [T, M], or [1, M] when it is the same at every step (a loss on the mean over time);
 // grad_final and init are [NS, M], or empty for zeros. Returns grad x [T, M], the parameter
-// grads [NP, N] (summed over the batch), and the grad of the initial states [NS, M] when
-// init_grad (else empty; the rows of unused slots undefined).
+// grads [NP, N] (summed over the batch; zeros unless param_grad), and the grad of the initial
+// states [NS, M] when init_grad (else empty; the rows of unused slots undefined).
 std::vector<at::Tensor> neuron_backward(const at::Tensor& gout, const at::Tensor& gfin, const at::Tensor& x,
                                         const at::Tensor& params, const at::Tensor& init, const at::Tensor& uniforms,
                                         const at::Tensor& saved, bool dual, bool synaptic, bool recurrent, int64_t family,
-                                        int64_t quant, double step, int64_t num_neurons, int64_t inner, bool init_grad) {
+                                        int64_t quant, double step, int64_t num_neurons, int64_t inner, bool init_grad,
+                                        bool param_grad) {
   check(gout, "grad_out");
   check(params, "params");
   check(saved, "saved");
@@ -114,6 +115,7 @@ std::vector<at::Tensor> neuron_backward(const at::Tensor& gout, const at::Tensor
   c.gx = gx.mutable_data_ptr<float>();
   c.gprm = gprm.mutable_data_ptr<float>();
   c.ginit = init_grad ? ginit.mutable_data_ptr<float>() : nullptr;
+  c.param_grad = param_grad;
   dispatch(false, dual, synaptic, recurrent, family, c);
   return {gx, gprm, ginit};
 }
@@ -133,7 +135,7 @@ TORCH_LIBRARY(tracetorch_kernels, m) {
         "bool recurrent, int family, int quant, float step, int num_neurons, int inner, bool save) -> Tensor[]");
   m.def("neuron_backward(Tensor grad_out, Tensor grad_final, Tensor x, Tensor params, Tensor init, Tensor uniforms, "
         "Tensor saved, bool dual, bool synaptic, bool recurrent, int family, int quant, float step, int num_neurons, "
-        "int inner, bool init_grad) -> Tensor[]");
+        "int inner, bool init_grad, bool param_grad) -> Tensor[]");
   m.def("neuron_slots(bool dual, bool synaptic, bool recurrent, int family) -> int[]");
 }
 

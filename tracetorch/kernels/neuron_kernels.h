@@ -235,6 +235,11 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   static constexpr bool uses_param(int k) { return param_used(k, D, SY, R, F); }
   static constexpr bool uses_state(int k) { return state_used(k, D, SY, R); }
 
+  // One term of a parameter's per-element gradient; nothing (no load, no store) when PG is false.
+  template <bool PG> static inline void add_param(T& slot, T term) {
+    if constexpr (PG) slot += term;
+  }
+
   // Copy the used rows of a block: params [NP, N] by neuron into pv, states [NS, M] (or zeros when
   // src is null) into st. The neuron index advances with the element (no division per element).
   static void load_block(const Shape& sh, int64_t e0, int64_t cnt, const T* prm, const T* src, T (*pv)[BLK],
@@ -402,7 +407,9 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
     });
   }
 
-  // Reverse-time pass. ga = adjoints of the states after the step being processed.
+  // Reverse-time pass. ga = adjoints of the states after the step being processed. PG: the parameter
+  // gradients are wanted; without them gprm is zeros and the per-element terms are never formed.
+  template <bool PG>
   static void backward(const Shape& sh, int q, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
                        T step, const T* sav, T* gx, T* gprm, T* ginit) {
     const Q qz_call(q, step);
@@ -428,7 +435,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
         const int64_t cnt = std::min(BLK, sh.M - e0);
         load_block(sh, e0, cnt, prm, gfin, pv, ga);
         for (int k = 0; k < NP; ++k)
-          if (uses_param(k)) std::fill(gp[k], gp[k] + cnt, T(0));
+          if (PG && uses_param(k)) std::fill(gp[k], gp[k] + cnt, T(0));
         // the initial states, or zeros when none are held
         const T* ini[NS];
         for (int k = 0; k < NS; ++k) ini[k] = init ? init + k * sh.M + e0 : zeros;
@@ -522,8 +529,8 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
               if constexpr (F == LIB) {
                 const T g_s = G + g_amount * pv[P_TH][j];
                 const T g_z = g_s * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
-                gp[P_TH][j] += g_amount * f.sp - g_z;
-                gp[P_BIAS][j] += g_z;
+                add_param<PG>(gp[P_TH][j], g_amount * f.sp - g_z);
+                add_param<PG>(gp[P_BIAS][j], g_z);
                 ghf = g_z;
               } else {
                 const T ap = F == LITS ? pv[P_PSC][j] : T(1);
@@ -531,14 +538,14 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
                 const T g_sp = G * ap + g_amount * pv[P_TH][j];
                 const T g_sn = G * an + g_amount * pv[P_NTH][j];
                 if constexpr (F == LITS) {
-                  gp[P_PSC][j] += G * f.sp;
-                  gp[P_NSC][j] += G * f.sn;
+                  add_param<PG>(gp[P_PSC][j], G * f.sp);
+                  add_param<PG>(gp[P_NSC][j], G * f.sn);
                 }
                 const T g_zp = g_sp * qz.grad(f.sgp) * T(4) * f.sgp * (T(1) - f.sgp);
                 const T g_zn = -g_sn * qz.grad(f.sgn) * T(4) * f.sgn * (T(1) - f.sgn);
-                gp[P_TH][j] += g_amount * f.sp - g_zp;
-                gp[P_NTH][j] += g_amount * f.sn - g_zn;
-                gp[P_BIAS][j] += g_zp - g_zn;
+                add_param<PG>(gp[P_TH][j], g_amount * f.sp - g_zp);
+                add_param<PG>(gp[P_NTH][j], g_amount * f.sn - g_zn);
+                add_param<PG>(gp[P_BIAS][j], g_zp - g_zn);
                 ghf = g_zp - g_zn;
               }
               gh_p = ga[S_MEM][j] + ghf;
@@ -548,31 +555,31 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
             }
             // ---- membrane ----
             T g_dp, g_dn = T(0);
-            gp[P_B][j] += gh_p * (mem0 - (EMA ? dp : T(0)));
+            add_param<PG>(gp[P_B][j], gh_p * (mem0 - (EMA ? dp : T(0))));
             ga[S_MEM][j] = gh_p * pv[P_B][j];
             g_dp = EMA ? gh_p * (T(1) - pv[P_B][j]) : gh_p;
             if constexpr (D) {
-              gp[P_NB][j] += gh_n * (nmem0 - (EMA ? dn : T(0)));
+              add_param<PG>(gp[P_NB][j], gh_n * (nmem0 - (EMA ? dn : T(0))));
               ga[S_NMEM][j] = gh_n * pv[P_NB][j];
               g_dn = EMA ? gh_n * (T(1) - pv[P_NB][j]) : gh_n;
             }
             // ---- recurrence ----
             T g_u;
             if constexpr (R && !D) {
-              gp[P_W][j] += g_dp * rec;
+              add_param<PG>(gp[P_W][j], g_dp * rec);
               const T g_rec = ga[S_REC][j] + g_dp * pv[P_W][j];
-              gp[P_G][j] += g_rec * (rec0 - prev);
+              add_param<PG>(gp[P_G][j], g_rec * (rec0 - prev));
               ga[S_REC][j] = g_rec * pv[P_G][j];
               ga[S_PREV][j] = g_rec * (T(1) - pv[P_G][j]);
               g_u = g_dp;
             } else if constexpr (R && D) {
-              gp[P_W][j] += g_dp * posv(r);
-              gp[P_NW][j] += g_dn * negv(r);
+              add_param<PG>(gp[P_W][j], g_dp * posv(r));
+              add_param<PG>(gp[P_NW][j], g_dn * negv(r));
               const T g_r = g_dp * pv[P_W][j] * ipos(r) + g_dn * pv[P_NW][j] * ineg(r);
               const T g_pr = ga[S_REC][j] + g_r;
               const T g_nr = ga[S_NREC][j] + g_r;
-              gp[P_G][j] += g_pr * (rec0 - posv(prev));
-              gp[P_NG][j] += g_nr * (nrec0 - negv(prev));
+              add_param<PG>(gp[P_G][j], g_pr * (rec0 - posv(prev)));
+              add_param<PG>(gp[P_NG][j], g_nr * (nrec0 - negv(prev)));
               ga[S_REC][j] = g_pr * pv[P_G][j];
               ga[S_NREC][j] = g_nr * pv[P_NG][j];
               ga[S_PREV][j] = g_pr * (T(1) - pv[P_G][j]) * ipos(prev) + g_nr * (T(1) - pv[P_NG][j]) * ineg(prev);
@@ -585,14 +592,14 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
             // ---- drive ----
             if constexpr (SY && !D) {
               const T g_syn = ga[S_SYN][j] + g_u;
-              gp[P_A][j] += g_syn * (syn0 - xv);
+              add_param<PG>(gp[P_A][j], g_syn * (syn0 - xv));
               ga[S_SYN][j] = g_syn * pv[P_A][j];
               gxt[j] = g_syn * (T(1) - pv[P_A][j]);
             } else if constexpr (SY && D) {
               const T g_ps = ga[S_SYN][j] + g_u;
               const T g_ns = ga[S_NSYN][j] + g_u;
-              gp[P_A][j] += g_ps * (syn0 - posv(xv));
-              gp[P_NA][j] += g_ns * (nsyn0 - negv(xv));
+              add_param<PG>(gp[P_A][j], g_ps * (syn0 - posv(xv)));
+              add_param<PG>(gp[P_NA][j], g_ns * (nsyn0 - negv(xv)));
               ga[S_SYN][j] = g_ps * pv[P_A][j];
               ga[S_NSYN][j] = g_ns * pv[P_NA][j];
               gxt[j] = g_ps * (T(1) - pv[P_A][j]) * ipos(xv) + g_ns * (T(1) - pv[P_NA][j]) * ineg(xv);
@@ -604,14 +611,14 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
         for (int64_t t = sh.T - 1; t >= 1; --t) step_back(t, std::false_type{});
         step_back(0, std::true_type{});
         if (ginit) store_states(sh, e0, cnt, ga, ginit);
-        reduce_params(sh, e0, cnt, gp, chunk_acc);
+        if constexpr (PG) reduce_params(sh, e0, cnt, gp, chunk_acc);
       }
      }
     });
     for (int k = 0; k < NP; ++k)
       for (int64_t n = 0; n < sh.N; ++n) {
         T total = T(0);
-        if (uses_param(k))
+        if (PG && uses_param(k))
           for (int64_t c = 0; c < nchunks; ++c) total += acc[(c * NP + k) * sh.N + n];
         gprm[k * sh.N + n] = total;
       }
@@ -626,6 +633,7 @@ struct Call {
   float *out, *fin, *sav;                   // forward
   const float *gout, *gfin, *sav_in;       // backward
   float *gx, *gprm, *ginit;
+  bool param_grad = true;  // backward: false when no parameter gradient is wanted (gprm comes back zeros)
 };
 
 template <bool FORWARD, typename Q, bool D, bool SY, bool R, int F> void launch_with(const Call& c) {
@@ -633,8 +641,9 @@ template <bool FORWARD, typename Q, bool D, bool SY, bool R, int F> void launch_
   if constexpr (FORWARD) {
     Kernel<float, Q, D, SY, R, F>::forward(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav);
   } else {
-    Kernel<float, Q, D, SY, R, F>::backward(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx,
-                                            c.gprm, c.ginit);
+    using K = Kernel<float, Q, D, SY, R, F>;
+    const auto backward = c.param_grad ? &K::template backward<true> : &K::template backward<false>;
+    backward(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx, c.gprm, c.ginit);
   }
 }
 

@@ -513,7 +513,8 @@ class TritonBackend:
 
     def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
                  init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
-                 init_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+                 init_grad: bool, param_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+        """Computes the parameter gradients whatever ``param_grad`` says (the caller drops them)."""
         d, s, r, fam, q = meta.codes
         steps, m = saved.shape[0], grad_out.shape[1]
         init, grad_final = _states_or_zeros(init, grad_out), _states_or_zeros(grad_final, grad_out)
