@@ -211,6 +211,26 @@ def test_compiled_kernel_matches_reference_over_several_blocks(name: str, quant:
     compare(layer, ref, x_a, x_b, out, out_ref)
 
 
+@pytest.mark.parametrize("dual", [False, True])
+def test_binary_spikes_near_the_threshold_match_the_reference(dual: bool) -> None:
+    # LIB with round_ste() fires from the sign of z = h - threshold where |z| > 1e-5 and computes
+    # round(sigmoid(4 z)) in runs of 64 elements holding a z near 0 (or NaN): both give the reference's spikes
+    if not cpu.available():
+        pytest.skip("needs the compiled kernel")
+    torch.manual_seed(0)
+    layer = tt.snn.get_layer_class("DLIB" if dual else "LIB")(3, dim=-3, threshold=1e-3, quant_fn=round_ste())
+    x = 4.0 * torch.randn(1, 2, 3, 8, 16)  # 768 elements: 12 runs of 64
+    threshold = layer.param_value("threshold").detach()[0]  # small, so that x = threshold + 1e-8 is not the threshold
+    tiny = torch.tensor([0.0, 2.0**-20, -(2.0**-20), 1e-8, 2e-5, -2e-5, 1e-3, -1e-3, 1e30, -1e30, float("nan")])
+    x.view(-1)[64 * torch.arange(11)] = threshold + tiny  # one a run: z at, near and past 0
+    x.view(-1)[[700, 701]] = threshold  # and z = 0 beside other values in the last run
+    ref, x_a, x_b, out, out_ref = run_both(layer, x, "cpu")
+    # z = 1e-8: sigmoid(4 z) rounds to 1/2, and round(1/2) = 0
+    assert out.view(-1)[64 * torch.arange(5)].tolist() == [0.0, 1.0, 0.0, 0.0, 1.0]
+    assert out.view(-1)[[700, 701]].tolist() == [0.0, 0.0]
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=0, equal_nan=True)
+
+
 @pytest.mark.parametrize("quant", ["identity", "round_unit", "stochastic_round"])
 @pytest.mark.parametrize("name", layer_names())
 def test_frozen_parameters_skip_their_gradients_and_keep_the_input_gradient(

@@ -224,6 +224,19 @@ template <typename T, int F> struct Fire {
   }
 };
 
+// Binary spikes of LIB with round_ste (step 1) are round(sigmoid(4 z)), z = h - threshold + bias:
+// 1 for z > 0 and 0 for z < 0, except where sigmoid's rounding decides, within a hair of z = 0.
+// Away from there (|z| > MARGIN: 4 |z| is hundreds of times the largest error of fast_exp and of
+// the float steps near 1/2) the forward takes the sign and skips the exponential and the division;
+// a run of RUN elements with any z within MARGIN (or NaN) computes round(sigmoid(4 z)) as before.
+// The spikes are the same bit for bit.
+template <typename T, typename Q, int F> struct SignFire {
+  static constexpr bool ENABLED = F == LIB && std::is_same_v<Q, RoundQuant<T>>;
+  static constexpr int64_t RUN = 64;
+  static constexpr T MARGIN = T(1e-5);
+  static inline int near(T z) { return !(std::abs(z) > MARGIN); }
+};
+
 // The fused passes of one layer kind (flags D, SY, R, family F) with the quantizer Q.
 template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel {
   static constexpr bool EMA = F == LIEMA;
@@ -346,60 +359,89 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
             if (uni)
               for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(u0 + (sh.draws + k) * sh.M, cnt, false);
           }
-  #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
-          for (int64_t j = 0; j < cnt; ++j) {
-            const T xv = xt[j];
-            T u, dp, dn = T(0);
-            if constexpr (SY && !D) {
-              st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * xv;
-              u = st[S_SYN][j];
-            } else if constexpr (SY && D) {
-              st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * posv(xv);
-              st[S_NSYN][j] = pv[P_NA][j] * st[S_NSYN][j] + (T(1) - pv[P_NA][j]) * negv(xv);
-              u = st[S_SYN][j] + st[S_NSYN][j];
-            } else {
-              u = xv;
-            }
-            if constexpr (R && !D) {
-              st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * st[S_PREV][j];
-            } else if constexpr (R && D) {
-              const T prev = st[S_PREV][j];
-              st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * posv(prev);
-              st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
-            }
-            drive(pv, j, u, R ? (D ? st[S_REC][j] + st[S_NREC][j] : st[S_REC][j]) : T(0), dp, dn);
-            T h;
-            st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
-            if constexpr (D) {
-              st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
-              h = st[S_MEM][j] + st[S_NMEM][j];
-            } else {
-              h = st[S_MEM][j];
-            }
-            if constexpr (SY) {
-              sv_syn[j] = st[S_SYN][j];
-              if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
-            }
-            if constexpr (R) {
-              sv_rec[j] = st[S_REC][j];
-              if constexpr (D) sv_nrec[j] = st[S_NREC][j];
-            }
-            sv_mem[j] = st[S_MEM][j];
-            if constexpr (D) sv_nmem[j] = st[S_NMEM][j];
-            Fire<T, F> f;
-            f.eval(qz, h, pv, j, u0[j], u1[j]);
-            if constexpr (FIRES) {
-              const T amount = f.reset(pv, j);
-              if constexpr (D) {
-                st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
-                st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
+          // the step up to the membrane before the reset (h), with the rows saved for backward
+          auto integrate = [&](int64_t j) -> T {
+              const T xv = xt[j];
+              T u, dp, dn = T(0);
+              if constexpr (SY && !D) {
+                st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * xv;
+                u = st[S_SYN][j];
+              } else if constexpr (SY && D) {
+                st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * posv(xv);
+                st[S_NSYN][j] = pv[P_NA][j] * st[S_NSYN][j] + (T(1) - pv[P_NA][j]) * negv(xv);
+                u = st[S_SYN][j] + st[S_NSYN][j];
               } else {
-                st[S_MEM][j] = st[S_MEM][j] - amount;
+                u = xv;
+              }
+              if constexpr (R && !D) {
+                st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * st[S_PREV][j];
+              } else if constexpr (R && D) {
+                const T prev = st[S_PREV][j];
+                st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * posv(prev);
+                st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
+              }
+              drive(pv, j, u, R ? (D ? st[S_REC][j] + st[S_NREC][j] : st[S_REC][j]) : T(0), dp, dn);
+              T h;
+              st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
+              if constexpr (D) {
+                st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
+                h = st[S_MEM][j] + st[S_NMEM][j];
+              } else {
+                h = st[S_MEM][j];
+              }
+              if constexpr (SY) {
+                sv_syn[j] = st[S_SYN][j];
+                if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
+              }
+              if constexpr (R) {
+                sv_rec[j] = st[S_REC][j];
+                if constexpr (D) sv_nrec[j] = st[S_NREC][j];
+              }
+              sv_mem[j] = st[S_MEM][j];
+              if constexpr (D) sv_nmem[j] = st[S_NMEM][j];
+            return h;
+          };
+          // the spikes from h, the reset and the output; SIGN: binary spikes from the sign alone (SignFire)
+          auto fire = [&](int64_t j, T h, auto sign) {
+              Fire<T, F> f;
+              if constexpr (decltype(sign)::value) {
+                f.sp = h - pv[P_TH][j] + pv[P_BIAS][j] > T(0) ? T(1) : T(0);
+              } else {
+                f.eval(qz, h, pv, j, u0[j], u1[j]);
+              }
+              if constexpr (FIRES) {
+                const T amount = f.reset(pv, j);
+                if constexpr (D) {
+                  st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
+                  st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
+                } else {
+                  st[S_MEM][j] = st[S_MEM][j] - amount;
+                }
+              }
+              const T o = f.out(h, pv, j);
+              if constexpr (R) st[S_PREV][j] = o;
+              ot[j] = o;
+          };
+          if constexpr (SignFire<T, Q, F>::ENABLED) {
+            // runs of RUN elements: integrate, noting any z near 0; then fire from the membrane in st
+            // (not yet reset, so h again, bit for bit)
+            auto membrane = [&](int64_t j) { return D ? st[S_MEM][j] + st[S_NMEM][j] : st[S_MEM][j]; };
+            for (int64_t j0 = 0; j0 < cnt; j0 += SignFire<T, Q, F>::RUN) {
+              const int64_t j1 = std::min(cnt, j0 + SignFire<T, Q, F>::RUN);
+              int near = 0;
+  #pragma GCC ivdep
+              for (int64_t j = j0; j < j1; ++j) near |= SignFire<T, Q, F>::near(integrate(j) - pv[P_TH][j] + pv[P_BIAS][j]);
+              if (near) {
+  #pragma GCC ivdep
+                for (int64_t j = j0; j < j1; ++j) fire(j, membrane(j), std::false_type{});
+              } else {
+  #pragma GCC ivdep
+                for (int64_t j = j0; j < j1; ++j) fire(j, membrane(j), std::true_type{});
               }
             }
-            const T o = f.out(h, pv, j);
-            if constexpr (R) st[S_PREV][j] = o;
-            ot[j] = o;
+          } else {
+  #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
+            for (int64_t j = 0; j < cnt; ++j) fire(j, integrate(j), std::false_type{});
           }
         }
         store_states(sh, e0, cnt, st, fin);
