@@ -361,66 +361,66 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
           }
           // the step up to the membrane before the reset (h), with the rows saved for backward
           auto integrate = [&](int64_t j) -> T {
-              const T xv = xt[j];
-              T u, dp, dn = T(0);
-              if constexpr (SY && !D) {
-                st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * xv;
-                u = st[S_SYN][j];
-              } else if constexpr (SY && D) {
-                st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * posv(xv);
-                st[S_NSYN][j] = pv[P_NA][j] * st[S_NSYN][j] + (T(1) - pv[P_NA][j]) * negv(xv);
-                u = st[S_SYN][j] + st[S_NSYN][j];
-              } else {
-                u = xv;
-              }
-              if constexpr (R && !D) {
-                st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * st[S_PREV][j];
-              } else if constexpr (R && D) {
-                const T prev = st[S_PREV][j];
-                st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * posv(prev);
-                st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
-              }
-              drive(pv, j, u, R ? (D ? st[S_REC][j] + st[S_NREC][j] : st[S_REC][j]) : T(0), dp, dn);
-              T h;
-              st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
-              if constexpr (D) {
-                st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
-                h = st[S_MEM][j] + st[S_NMEM][j];
-              } else {
-                h = st[S_MEM][j];
-              }
-              if constexpr (SY) {
-                sv_syn[j] = st[S_SYN][j];
-                if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
-              }
-              if constexpr (R) {
-                sv_rec[j] = st[S_REC][j];
-                if constexpr (D) sv_nrec[j] = st[S_NREC][j];
-              }
-              sv_mem[j] = st[S_MEM][j];
-              if constexpr (D) sv_nmem[j] = st[S_NMEM][j];
+            const T xv = xt[j];
+            T u, dp, dn = T(0);
+            if constexpr (SY && !D) {
+              st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * xv;
+              u = st[S_SYN][j];
+            } else if constexpr (SY && D) {
+              st[S_SYN][j] = pv[P_A][j] * st[S_SYN][j] + (T(1) - pv[P_A][j]) * posv(xv);
+              st[S_NSYN][j] = pv[P_NA][j] * st[S_NSYN][j] + (T(1) - pv[P_NA][j]) * negv(xv);
+              u = st[S_SYN][j] + st[S_NSYN][j];
+            } else {
+              u = xv;
+            }
+            if constexpr (R && !D) {
+              st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * st[S_PREV][j];
+            } else if constexpr (R && D) {
+              const T prev = st[S_PREV][j];
+              st[S_REC][j] = pv[P_G][j] * st[S_REC][j] + (T(1) - pv[P_G][j]) * posv(prev);
+              st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
+            }
+            drive(pv, j, u, R ? (D ? st[S_REC][j] + st[S_NREC][j] : st[S_REC][j]) : T(0), dp, dn);
+            T h;
+            st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
+            if constexpr (D) {
+              st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
+              h = st[S_MEM][j] + st[S_NMEM][j];
+            } else {
+              h = st[S_MEM][j];
+            }
+            if constexpr (SY) {
+              sv_syn[j] = st[S_SYN][j];
+              if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
+            }
+            if constexpr (R) {
+              sv_rec[j] = st[S_REC][j];
+              if constexpr (D) sv_nrec[j] = st[S_NREC][j];
+            }
+            sv_mem[j] = st[S_MEM][j];
+            if constexpr (D) sv_nmem[j] = st[S_NMEM][j];
             return h;
           };
           // the spikes from h, the reset and the output; SIGN: binary spikes from the sign alone (SignFire)
           auto fire = [&](int64_t j, T h, auto sign) {
-              Fire<T, F> f;
-              if constexpr (decltype(sign)::value) {
-                f.sp = h - pv[P_TH][j] + pv[P_BIAS][j] > T(0) ? T(1) : T(0);
+            Fire<T, F> f;
+            if constexpr (decltype(sign)::value) {
+              f.sp = (h - pv[P_TH][j] + pv[P_BIAS][j]) > T(0) ? T(1) : T(0);
+            } else {
+              f.eval(qz, h, pv, j, u0[j], u1[j]);
+            }
+            if constexpr (FIRES) {
+              const T amount = f.reset(pv, j);
+              if constexpr (D) {
+                st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
+                st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
               } else {
-                f.eval(qz, h, pv, j, u0[j], u1[j]);
+                st[S_MEM][j] = st[S_MEM][j] - amount;
               }
-              if constexpr (FIRES) {
-                const T amount = f.reset(pv, j);
-                if constexpr (D) {
-                  st[S_MEM][j] = st[S_MEM][j] - T(0.5) * amount;
-                  st[S_NMEM][j] = st[S_NMEM][j] - T(0.5) * amount;
-                } else {
-                  st[S_MEM][j] = st[S_MEM][j] - amount;
-                }
-              }
-              const T o = f.out(h, pv, j);
-              if constexpr (R) st[S_PREV][j] = o;
-              ot[j] = o;
+            }
+            const T o = f.out(h, pv, j);
+            if constexpr (R) st[S_PREV][j] = o;
+            ot[j] = o;
           };
           if constexpr (SignFire<T, Q, F>::ENABLED) {
             // runs of RUN elements: integrate, noting any z near 0; then fire from the membrane in st
