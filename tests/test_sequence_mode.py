@@ -211,6 +211,24 @@ def test_compiled_kernel_matches_reference_over_several_blocks(name: str, quant:
     compare(layer, ref, x_a, x_b, out, out_ref)
 
 
+@pytest.mark.parametrize(("name", "quant"), [("LIB", "round_unit"), ("DSRLIB", "round_unit"), ("SLIT", "identity")])
+def test_outputs_past_the_streaming_size_match_the_reference(name: str, quant: str) -> None:
+    # 8 x 524,291 floats (16.8 MB, past STREAM_BYTES = 16 MiB in neuron_kernels.h): out, the saved rows and
+    # grad x go out through non-temporal stores; 524,291 is odd, so rows start off the 32-byte grid
+    if not cpu.available():
+        pytest.skip("needs the compiled kernel")
+    torch.manual_seed(0)
+    kwargs = {"quant_fn": round_ste()} if quant == "round_unit" else {}
+    layer = tt.snn.get_layer_class(name)(524_291, **kwargs)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = 2.0 * torch.randn(8, 1, 524_291)
+    assert x.numel() * 4 >= 16 << 20
+    ref, x_a, x_b, out, out_ref = run_both(layer, x, "cpu")
+    compare(layer, ref, x_a, x_b, out, out_ref)
+
+
 @pytest.mark.parametrize("dual", [False, True])
 def test_binary_spikes_near_the_threshold_match_the_reference(dual: bool) -> None:
     # LIB with round_ste() fires from the sign of z = h - threshold where |z| > 1e-5 and computes

@@ -32,6 +32,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 namespace tracetorch_neuron {
 
 
@@ -69,6 +73,33 @@ template <typename T> inline void prefetch_row(const T* p, int64_t cnt, bool wri
   } else {
     for (int64_t k = 0; k < cnt; k += LINE) __builtin_prefetch(p + k, 0);
   }
+}
+
+// An output array of STREAM_BYTES or more cannot stay in the caches for the next op: a block
+// writes its rows into an L1 row and copies them out with non-temporal stores, which skip
+// reading every line before it is written (RFO). On a [100, 64 x 4096] forward that read is a
+// third of the memory traffic.
+constexpr int64_t STREAM_BYTES = int64_t{16} << 20;
+template <typename T> inline bool streamed(int64_t elements) { return elements * int64_t{sizeof(T)} >= STREAM_BYTES; }
+
+template <typename T> inline void stream_row(T* dst, const T* src, int64_t cnt) { std::copy(src, src + cnt, dst); }
+inline void stream_row(float* dst, const float* src, int64_t cnt) {
+  int64_t j = 0;
+#if defined(__AVX__)
+  for (; j < cnt && (reinterpret_cast<uintptr_t>(dst + j) & 31) != 0; ++j) dst[j] = src[j];
+  for (; j + 8 <= cnt; j += 8) _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
+#elif defined(__SSE2__)
+  for (; j < cnt && (reinterpret_cast<uintptr_t>(dst + j) & 15) != 0; ++j) dst[j] = src[j];
+  for (; j + 4 <= cnt; j += 4) _mm_stream_ps(dst + j, _mm_loadu_ps(src + j));
+#endif
+  for (; j < cnt; ++j) dst[j] = src[j];
+}
+
+// Non-temporal stores are weakly ordered: a thread fences them before its results are read.
+inline void stream_fence() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
 }
 
 inline float fast_exp(float x) {
@@ -328,20 +359,22 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
       const int64_t b0 = split.first(c0), b1 = split.last(c1 - 1);
       const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
       // every pointer used in the vector loop is valid, so that no load or store is conditional
-      Rows<T> st_rows(NS), pv_rows(NP), zero_rows(1), scratch_rows(S + 2);
+      Rows<T> st_rows(NS), pv_rows(NP), zero_rows(1), scratch_rows(S + 3);
       T(*__restrict st)[BLK] = st_rows.get();
       T(*__restrict pv)[BLK] = pv_rows.get();
       const T* zeros = zero_rows.get()[0];
-      T(*scratch)[BLK] = scratch_rows.get();
+      T(*scratch)[BLK] = scratch_rows.get();  // the saved rows when not written in place; row S + 2: the output's
+      const bool stream = streamed<T>(sh.T * sh.M);
+      const bool in_place = sav && !stream;  // the saved rows written straight into sav
       for (int64_t blk = b0; blk < b1; ++blk) {
         const int64_t e0 = blk * BLK;
         const int64_t cnt = std::min(BLK, sh.M - e0);
         load_block(sh, e0, cnt, prm, init, pv, st);
-        const int64_t svs = sav ? sh.M : BLK;  // stride between saved slots
+        const int64_t svs = in_place ? sh.M : BLK;  // stride between saved slots
         for (int64_t t = 0; t < sh.T; ++t) {
           const T* __restrict xt = x + t * sh.M + e0;
-          T* __restrict ot = out + t * sh.M + e0;
-          T* svt = sav ? sav + t * S * sh.M + e0 : &scratch[0][0];
+          T* __restrict ot = stream ? scratch[S + 2] : out + t * sh.M + e0;
+          T* svt = in_place ? sav + t * S * sh.M + e0 : &scratch[0][0];
           // one restrict pointer per saved slot: a runtime stride between slots defeats the vectorizer
           T* __restrict sv_syn = svt + KS * svs;
           T* __restrict sv_nsyn = svt + (KS + 1) * svs;
@@ -353,8 +386,8 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
           const T* __restrict u1 = (uni && sh.draws > 1) ? u0 + sh.M : zeros;
           if (t + 1 < sh.T) {
             prefetch_row(xt + sh.M, cnt, false);
-            prefetch_row(ot + sh.M, cnt, true);
-            if (sav)
+            if (!stream) prefetch_row(ot + sh.M, cnt, true);
+            if (in_place)
               for (int k = 0; k < S; ++k) prefetch_row(svt + (S + k) * sh.M, cnt, true);
             if (uni)
               for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(u0 + (sh.draws + k) * sh.M, cnt, false);
@@ -443,9 +476,15 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
             for (int64_t j = 0; j < cnt; ++j) fire(j, integrate(j), std::false_type{});
           }
+          if (stream) {
+            stream_row(out + t * sh.M + e0, ot, cnt);
+            if (sav)
+              for (int k = 0; k < S; ++k) stream_row(sav + (t * S + k) * sh.M + e0, scratch[k], cnt);
+          }
         }
         store_states(sh, e0, cnt, st, fin);
       }
+      if (stream) stream_fence();
     });
   }
 
@@ -460,12 +499,13 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
     const Split split(sh);
     const int64_t nchunks = split.chunks;
     std::vector<T> acc(nchunks * NP * sh.N, T(0));
+    const bool stream = streamed<T>(sh.T * sh.M);  // gx through an L1 row and non-temporal stores
     at::parallel_for(0, nchunks, 1, [&](int64_t c0, int64_t c1) {
      for (int64_t chunk = c0; chunk < c1; ++chunk) {
       const int64_t b0 = split.first(chunk), b1 = split.last(chunk);
       T* chunk_acc = acc.data() + chunk * NP * sh.N;
       const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
-      Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1);
+      Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1), gx_rows(1);
       T(*__restrict ga)[BLK] = ga_rows.get();
       T(*__restrict gp)[BLK] = gp_rows.get();
       T(*__restrict pv)[BLK] = pv_rows.get();
@@ -503,13 +543,13 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
           const T* __restrict ut1 = (uni && sh.draws > 1) ? ut0 + sh.M : zeros;
           const T* __restrict up0 = (uni && !FIRST) ? uni + (t - 1) * sh.draws * sh.M + e0 : zeros;
           const T* __restrict up1 = (uni && !FIRST && sh.draws > 1) ? up0 + sh.M : zeros;
-          T* __restrict gxt = gx + t * sh.M + e0;
+          T* __restrict gxt = stream ? gx_rows.get()[0] : gx + t * sh.M + e0;
           if constexpr (!FIRST) {  // the next (earlier) step's rows
             if (t >= 2)
               for (int k = 0; k < S; ++k) prefetch_row(sav + ((t - 2) * S + k) * sh.M + e0, cnt, false);
             if (x) prefetch_row(xt - sh.M, cnt, false);
             if (sh.gout_tstride) prefetch_row(got - sh.gout_tstride, cnt, false);
-            prefetch_row(gxt - sh.M, cnt, true);
+            if (!stream) prefetch_row(gxt - sh.M, cnt, true);
             if (uni && t >= 2)
               for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(up0 + (k - sh.draws) * sh.M, cnt, false);
           }
@@ -649,12 +689,14 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
               gxt[j] = g_u;
             }
           }
+          if (stream) stream_row(gx + t * sh.M + e0, gxt, cnt);
         };
         for (int64_t t = sh.T - 1; t >= 1; --t) step_back(t, std::false_type{});
         step_back(0, std::true_type{});
         if (ginit) store_states(sh, e0, cnt, ga, ginit);
         if constexpr (PG) reduce_params(sh, e0, cnt, gp, chunk_acc);
       }
+      if (stream) stream_fence();
      }
     });
     for (int k = 0; k < NP; ++k)
