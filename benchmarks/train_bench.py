@@ -39,7 +39,7 @@ same run.
     python benchmarks/train_bench.py --encoding pre    # MLP, network only
     python benchmarks/train_bench.py --model conv      # conv SNN, spikes drawn before the clock, 1 epoch
     python benchmarks/train_bench.py [--epochs 3] [--steps 20] [--threads N] [--libraries tracetorch-seq spikingjelly]
-    python benchmarks/train_bench.py --limit 500 --epochs 1   # a quick check on 500 train / 500 test images
+    python benchmarks/train_bench.py --limit 500 --epochs 1 --rounds 1   # a quick check on 500 train / 500 test images
     python benchmarks/train_bench.py --model conv --libraries tracetorch-seq --profile 5   # where the time goes
 """
 

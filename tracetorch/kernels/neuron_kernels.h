@@ -227,12 +227,14 @@ constexpr bool state_used(int k, bool d, bool sy, bool r) {
 // spike values of one step from the membrane before reset (h) and the uniforms
 template <typename T, int F> struct Fire {
   T sgp = T(0), sp = T(0), sgn = T(0), sn = T(0);
+  // z of the positive spike, sigmoid(4 z): how far h lies above the threshold (bias added)
+  static inline T above(T h, const T (*pv)[BLK], int64_t j) { return h - pv[P_TH][j] + pv[P_BIAS][j]; }
   template <typename Q> inline void eval(const Q& qz, T h, const T (*pv)[BLK], int64_t j, T up, T un) {
     if constexpr (F == LIB) {
-      sgp = sig4(h - pv[P_TH][j] + pv[P_BIAS][j]);
+      sgp = sig4(above(h, pv, j));
       sp = qz(sgp, up);
     } else if constexpr (F == LIT || F == LITS) {
-      sgp = sig4(h - pv[P_TH][j] + pv[P_BIAS][j]);
+      sgp = sig4(above(h, pv, j));
       sp = qz(sgp, up);
       sgn = sig4(-pv[P_NTH][j] - h - pv[P_BIAS][j]);
       sn = -qz(sgn, un);
@@ -392,6 +394,8 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
             if (uni)
               for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(u0 + (sh.draws + k) * sh.M, cnt, false);
           }
+          // the membrane before the reset (h) from the states: after integrate, before fire
+          auto membrane = [&](int64_t j) { return D ? st[S_MEM][j] + st[S_NMEM][j] : st[S_MEM][j]; };
           // the step up to the membrane before the reset (h), with the rows saved for backward
           auto integrate = [&](int64_t j) -> T {
             const T xv = xt[j];
@@ -414,14 +418,9 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
               st[S_NREC][j] = pv[P_NG][j] * st[S_NREC][j] + (T(1) - pv[P_NG][j]) * negv(prev);
             }
             drive(pv, j, u, R ? (D ? st[S_REC][j] + st[S_NREC][j] : st[S_REC][j]) : T(0), dp, dn);
-            T h;
             st[S_MEM][j] = pv[P_B][j] * st[S_MEM][j] + (EMA ? (T(1) - pv[P_B][j]) * dp : dp);
-            if constexpr (D) {
-              st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
-              h = st[S_MEM][j] + st[S_NMEM][j];
-            } else {
-              h = st[S_MEM][j];
-            }
+            if constexpr (D) st[S_NMEM][j] = pv[P_NB][j] * st[S_NMEM][j] + (EMA ? (T(1) - pv[P_NB][j]) * dn : dn);
+            const T h = membrane(j);
             if constexpr (SY) {
               sv_syn[j] = st[S_SYN][j];
               if constexpr (D) sv_nsyn[j] = st[S_NSYN][j];
@@ -438,7 +437,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
           auto fire = [&](int64_t j, T h, auto sign) {
             Fire<T, F> f;
             if constexpr (decltype(sign)::value) {
-              f.sp = (h - pv[P_TH][j] + pv[P_BIAS][j]) > T(0) ? T(1) : T(0);
+              f.sp = Fire<T, F>::above(h, pv, j) > T(0) ? T(1) : T(0);
             } else {
               f.eval(qz, h, pv, j, u0[j], u1[j]);
             }
@@ -458,12 +457,11 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
           if constexpr (SignFire<T, Q, F>::ENABLED) {
             // runs of RUN elements: integrate, noting any z near 0; then fire from the membrane in st
             // (not yet reset, so h again, bit for bit)
-            auto membrane = [&](int64_t j) { return D ? st[S_MEM][j] + st[S_NMEM][j] : st[S_MEM][j]; };
             for (int64_t j0 = 0; j0 < cnt; j0 += SignFire<T, Q, F>::RUN) {
               const int64_t j1 = std::min(cnt, j0 + SignFire<T, Q, F>::RUN);
               int near = 0;
   #pragma GCC ivdep
-              for (int64_t j = j0; j < j1; ++j) near |= SignFire<T, Q, F>::near(integrate(j) - pv[P_TH][j] + pv[P_BIAS][j]);
+              for (int64_t j = j0; j < j1; ++j) near |= SignFire<T, Q, F>::near(Fire<T, F>::above(integrate(j), pv, j));
               if (near) {
   #pragma GCC ivdep
                 for (int64_t j = j0; j < j1; ++j) fire(j, membrane(j), std::false_type{});
