@@ -48,15 +48,16 @@ MIN_ELEMENTS = 4096
 """Smaller inputs take the dense path (the index would cost more than it saves)."""
 
 # Nanoseconds per unit of work, fitted on this project's 2-core AVX2 machine on [2000, K] inputs
-# (K = 128, 784, 1024; out_features 10 and 128; 5-47% ones): the event kernels' cost per one and per
-# 8-lane vector of out_features it adds, for the output and the weight gradient; torch's dense
-# product (MKL) per (row, in_feature) pair and per multiply-add (small out_features pack poorly).
-EVENT_ONE_NS = 1.3
-EVENT_VECTOR_NS = 0.45
-EVENT_GRAD_ONE_NS = 6.0
-EVENT_GRAD_VECTOR_NS = 0.2
-DENSE_INPUT_NS = 0.6
-DENSE_MAC_NS = 0.015
+# (K = 128, 784, 1024; out_features 10, 128 and 512; 5-47% ones; every kernel in the same run, least
+# squares of the relative error): the event kernels' cost per one and per 8-lane vector of
+# out_features it adds, for the output and the weight gradient; torch's dense product (MKL) per
+# (row, in_feature) pair and per multiply-add (small out_features pack poorly).
+EVENT_ONE_NS = 0.014
+EVENT_VECTOR_NS = 0.24
+EVENT_GRAD_ONE_NS = 1.3
+EVENT_GRAD_VECTOR_NS = 0.29
+DENSE_INPUT_NS = 0.27
+DENSE_MAC_NS = 0.0105
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,7 @@ def linear_plan(rows: int, in_features: int, out_features: int, ones: int) -> Li
         LinearPlan(forward='events', weight_grad='events')
         >>> linear_plan(2000, 128, 128, ones=120_000)  # a hidden layer firing 47% of the time
         LinearPlan(forward='dense', weight_grad='dense')
-        >>> linear_plan(2000, 128, 10, ones=40_000)    # 10 outputs: the gradient's scatter costs more
+        >>> linear_plan(2000, 128, 10, ones=60_000)    # 10 outputs: MKL's product wins the gradient
         LinearPlan(forward='events', weight_grad='dense')
     """
     vectors = -(-out_features // 8)

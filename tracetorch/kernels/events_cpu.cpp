@@ -93,26 +93,6 @@ constexpr GatherSlice GATHER_SLICES[9] = {nullptr,         gather_slice<1>, gath
                                           gather_slice<4>, gather_slice<5>, gather_slice<6>, gather_slice<7>,
                                           gather_slice<8>};
 
-// o[idx[j]] += row for every j: one row of grad_out added to the rows idx of grad W^T [., N],
-// eight lanes at a time, each slice of the row held in registers while it is added everywhere.
-template <int V> inline void scatter_slice(const float* row, int64_t n0, int64_t stride, const int32_t* idx,
-                                           int64_t cnt, float* out) {
-  v8 add[V];
-  for (int v = 0; v < V; ++v) add[v] = load8(row + n0 + 8 * v);
-  for (int64_t j = 0; j < cnt; ++j) {
-    float* o = out + static_cast<int64_t>(idx[j]) * stride + n0;
-    for (int v = 0; v < V; ++v) store8(o + 8 * v, load8(o + 8 * v) + add[v]);
-  }
-}
-
-inline void scatter_row(const float* row, int64_t N, const int32_t* idx, int64_t cnt, float* out, int64_t stride) {
-  int64_t n0 = 0;
-  for (; n0 + 64 <= N; n0 += 64) scatter_slice<8>(row, n0, stride, idx, cnt, out);
-  for (; n0 + 8 <= N; n0 += 8) scatter_slice<1>(row, n0, stride, idx, cnt, out);
-  for (; n0 < N; ++n0)
-    for (int64_t j = 0; j < cnt; ++j) out[static_cast<int64_t>(idx[j]) * stride + n0] += row[n0];
-}
-
 // W [N, K] -> its 8-feature slices [S][K][8] (S = ceil(N / 8); the lanes past N zero): the rows
 // the ones select, one slice small enough for L1 (K * 32 bytes).
 std::unique_ptr<float[]> weight_slices(const float* w, int64_t N, int64_t K) {
@@ -306,47 +286,63 @@ at::Tensor event_linear_forward(const at::Tensor& indptr, const at::Tensor& indi
   return out;
 }
 
-// (indptr, indices) of x [R, K], grad_out [R, N] -> grad W [N, K] = grad_out^T x: row by row,
-// grad_out[r] is added to the rows k of grad W^T where x[r, k] = 1. The columns are cut into
-// blocks whose rows of grad W^T fit in L1 (BLOCK_FLOATS), one thread a block; each block walks
-// the rows of x in order, so every sum runs in increasing r whatever the number of threads. A
-// block sums in a buffer whose rows are 64 bytes longer than N floats (rows 4 KB apart would make
-// the CPU wait on stores to other rows: 4K aliasing), then writes it out transposed.
+// (indptr, indices) of x [R, K], grad_out [R, N] -> grad W [N, K] = grad_out^T x: grad W^T[k] is the
+// sum of the rows r of grad_out with x[r, k] = 1, in increasing r whatever the number of threads.
+// The columns k are cut into jobs whose rows of grad W^T (padded to `stride` floats) fit in L2
+// (JOB_BYTES), one thread a job. A job walks the rows of x in tiles of `tile` rows, whose rows of
+// grad_out it copies into an L1 buffer (lanes past N zero): first it lists, for each of its
+// columns, the tile's rows that fired there, then it adds those rows to the column's running sum
+// held in registers (gather_slice). The adds read from L1 instead of adding into memory once per
+// spike; the running sums touch memory once per column and tile.
 at::Tensor event_linear_grad_weight(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& grad_out,
                                     int64_t in_features) {
   check_index(indptr, indices);
   check_float(grad_out, "grad_out", 2);
   const int64_t R = indptr.size(0) - 1, N = grad_out.size(1), K = in_features;
   TORCH_CHECK(grad_out.size(0) == R, "traceTorch event kernel: grad_out has ", grad_out.size(0), " rows, expected ", R);
-  constexpr int64_t BLOCK_FLOATS = 4096;  // 16 KB of grad W^T per block
-  const int64_t per_block = std::max<int64_t>(1, BLOCK_FLOATS / std::max<int64_t>(N, 1));
-  const int64_t blocks = (K + per_block - 1) / per_block;
+  constexpr int64_t JOB_BYTES = 512 * 1024;  // the running sums of a job: half an L2 here
+  constexpr int64_t TILE_FLOATS = 8192;      // 32 KB of grad_out rows per tile (L1)
+  constexpr int64_t TILE_L2_FLOATS = 65536;
+  const int64_t Np = std::max<int64_t>(8, (N + 7) / 8 * 8);
+  const int64_t stride = Np % 1024 == 0 ? Np + 16 : Np;  // rows 4 KB apart would alias in the store buffer
+  // at least 64 rows a tile while they fit in 256 KB (wide rows: fewer passes over the running sums)
+  const int64_t tile = std::clamp<int64_t>(std::max(TILE_FLOATS / Np, std::min<int64_t>(64, TILE_L2_FLOATS / Np)), 1, 256);
+  const int64_t per_job = std::max<int64_t>(1, JOB_BYTES / (stride * static_cast<int64_t>(sizeof(float))));
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());  // a multiple of them: even shares
+  const int64_t jobs = std::min(K, ((K + per_job - 1) / per_job + threads - 1) / threads * threads);
   const int64_t* ip = indptr.const_data_ptr<int64_t>();
   const int32_t* ix = indices.const_data_ptr<int32_t>();
   const float* g = grad_out.const_data_ptr<float>();
   auto gw = tracetorch_pool::pooled_empty({N, K}, grad_out.options());
   float* pw = gw.mutable_data_ptr<float>();
-  const int64_t stride = (N + 7) / 8 * 8 + 16;
-  at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-    // cursor[r]: the first entry of row r not yet added; this thread's blocks come in increasing k
-    std::vector<int64_t> cursor(R);
-    std::vector<float> acc(per_block * stride);
-    for (int64_t r = 0; r < R; ++r)
-      cursor[r] = std::lower_bound(ix + ip[r], ix + ip[r + 1], static_cast<int32_t>(b0 * per_block)) - ix;
-    for (int64_t b = b0; b < b1; ++b) {
-      const int64_t k0 = b * per_block, k1 = std::min(K, (b + 1) * per_block);
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      float* base = acc.data() - k0 * stride;  // row k of the block at base + k * stride
-      for (int64_t r = 0; r < R; ++r) {
-        int64_t j = cursor[r];
-        const int64_t end = ip[r + 1];
-        int64_t stop = j;
-        while (stop < end && ix[stop] < k1) ++stop;
-        if (stop > j) scatter_row(g + r * N, N, ix + j, stop - j, base, stride);
-        cursor[r] = stop;
+  at::parallel_for(0, jobs, 1, [&](int64_t j0, int64_t j1) {
+    for (int64_t job = j0; job < j1; ++job) {
+      const int64_t k0 = K * job / jobs, k1 = K * (job + 1) / jobs, cols = k1 - k0;
+      std::vector<float> sums(cols * stride, 0.0f), rows(tile * Np, 0.0f);
+      std::vector<int32_t> fired(cols * tile), count(cols);
+      for (int64_t t0 = 0; t0 < R; t0 += tile) {
+        const int64_t t1 = std::min(R, t0 + tile);
+        std::fill(count.begin(), count.end(), 0);
+        for (int64_t r = t0; r < t1; ++r) {
+          const int32_t local = static_cast<int32_t>(r - t0);
+          const int64_t end = ip[r + 1];
+          int64_t j = k0 == 0 ? ip[r] : std::lower_bound(ix + ip[r], ix + end, static_cast<int32_t>(k0)) - ix;
+          for (; j < end && ix[j] < k1; ++j) {
+            const int64_t c = ix[j] - k0;
+            fired[c * tile + count[c]++] = local;
+          }
+          std::copy(g + r * N, g + r * N + N, rows.data() + local * Np);
+        }
+        for (int64_t c = 0; c < cols; ++c) {
+          if (count[c] == 0) continue;
+          float* sum = sums.data() + c * stride;
+          for (int64_t n0 = 0; n0 < Np; n0 += 64)
+            GATHER_SLICES[std::min<int64_t>(8, (Np - n0) / 8)](rows.data(), Np, n0, sum, fired.data() + c * tile,
+                                                               count[c], sum);
+        }
       }
       for (int64_t n = 0; n < N; ++n)
-        for (int64_t k = k0; k < k1; ++k) pw[n * K + k] = base[k * stride + n];
+        for (int64_t c = 0; c < cols; ++c) pw[n * K + k0 + c] = sums[c * stride + n];
     }
   });
   return gw;
