@@ -68,7 +68,8 @@ def test_every_linear_plan_equals_dense_linear_with_gradients(plan: LinearPlan, 
 @compiled
 @pytest.mark.parametrize(("inputs", "outputs", "density", "kernels"), [
     (784, 128, 0.05, {"event_linear_forward", "event_linear_grad_weight"}),  # rate-coded pixels
-    (128, 128, 0.47, set()),  # a hidden layer firing half the time: torch's products
+    (128, 128, 0.47, {"event_linear_forward"}),  # a hidden layer firing half the time: MKL's weight gradient
+    (128, 128, 0.7, set()),  # denser than MAX_DENSITY: torch's products
     (128, 10, 0.25, {"event_linear_forward"}),  # ten outputs: MKL's product is the cheaper weight gradient
 ])
 def test_linear_runs_the_kernels_its_plan_picks(inputs: int, outputs: int, density: float, kernels: set[str]) -> None:

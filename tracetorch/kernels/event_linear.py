@@ -52,12 +52,12 @@ MIN_ELEMENTS = 4096
 # squares of the relative error): the event kernels' cost per one and per 8-lane vector of
 # out_features it adds, for the output and the weight gradient; torch's dense product (MKL) per
 # (row, in_feature) pair and per multiply-add (small out_features pack poorly).
-EVENT_ONE_NS = 0.014
-EVENT_VECTOR_NS = 0.24
+EVENT_ONE_NS = 0.17
+EVENT_VECTOR_NS = 0.18
 EVENT_GRAD_ONE_NS = 1.3
-EVENT_GRAD_VECTOR_NS = 0.29
-DENSE_INPUT_NS = 0.27
-DENSE_MAC_NS = 0.0105
+EVENT_GRAD_VECTOR_NS = 0.26
+DENSE_INPUT_NS = 0.28
+DENSE_MAC_NS = 0.0101
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def linear_plan(rows: int, in_features: int, out_features: int, ones: int) -> Li
         >>> linear_plan(2000, 784, 128, ones=280_000)  # rate-coded MNIST, 18% ones
         LinearPlan(forward='events', weight_grad='events')
         >>> linear_plan(2000, 128, 128, ones=120_000)  # a hidden layer firing 47% of the time
-        LinearPlan(forward='dense', weight_grad='dense')
+        LinearPlan(forward='events', weight_grad='dense')
         >>> linear_plan(2000, 128, 10, ones=60_000)    # 10 outputs: MKL's product wins the gradient
         LinearPlan(forward='events', weight_grad='dense')
     """

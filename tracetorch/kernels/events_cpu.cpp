@@ -93,21 +93,23 @@ constexpr GatherSlice GATHER_SLICES[9] = {nullptr,         gather_slice<1>, gath
                                           gather_slice<4>, gather_slice<5>, gather_slice<6>, gather_slice<7>,
                                           gather_slice<8>};
 
-// W [N, K] -> its 8-feature slices [S][K][8] (S = ceil(N / 8); the lanes past N zero): the rows
-// the ones select, one slice small enough for L1 (K * 32 bytes).
+constexpr int64_t SLICE = 32;  // features a pass of the event forward sums: four vectors an index
+
+// W [N, K] -> its SLICE-feature slices [S][K][SLICE] (S = ceil(N / SLICE); the lanes past N zero):
+// the rows the ones select.
 std::unique_ptr<float[]> weight_slices(const float* w, int64_t N, int64_t K) {
-  const int64_t S = (N + 7) / 8;
-  std::unique_ptr<float[]> sliced(new float[S * K * 8]);
+  const int64_t S = (N + SLICE - 1) / SLICE;
+  std::unique_ptr<float[]> sliced(new float[S * K * SLICE]);
   at::parallel_for(0, S, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s)
-      for (int64_t l = 0; l < 8; ++l) {
-        float* d = sliced.get() + s * K * 8 + l;
-        if (8 * s + l >= N) {
-          for (int64_t k = 0; k < K; ++k) d[k * 8] = 0.0f;
+      for (int64_t l = 0; l < SLICE; ++l) {
+        float* d = sliced.get() + s * K * SLICE + l;
+        if (SLICE * s + l >= N) {
+          for (int64_t k = 0; k < K; ++k) d[k * SLICE] = 0.0f;
           continue;
         }
-        const float* row = w + (8 * s + l) * K;
-        for (int64_t k = 0; k < K; ++k) d[k * 8] = row[k];
+        const float* row = w + (SLICE * s + l) * K;
+        for (int64_t k = 0; k < K; ++k) d[k * SLICE] = row[k];
       }
   });
   return sliced;
@@ -115,51 +117,66 @@ std::unique_ptr<float[]> weight_slices(const float* w, int64_t N, int64_t K) {
 
 constexpr int64_t SLICE_ROWS = 64;  // rows per block: their index stays in cache while every slice passes over it
 
+// The first V vectors (`lanes` floats) of one slice for rows r0..r1: out = start + the sum over the
+// indices j of each row of table[j] (SLICE floats a row); four rows at a time, each its own chain of
+// adds in index order.
+template <int V>
+void sum_slice(const int64_t* ip, const int32_t* ix, int64_t r0, int64_t r1, const float* table, const float* start,
+               int64_t lanes, int64_t N, float* out) {
+  v8 first[V];
+  for (int v = 0; v < V; ++v) first[v] = load8(start + 8 * v);
+  auto add = [&](v8* acc, int32_t k) {
+    for (int v = 0; v < V; ++v) acc[v] += load8(table + static_cast<int64_t>(k) * SLICE + 8 * v);
+  };
+  auto put = [&](int64_t r, const v8* acc) {
+    float tmp[SLICE];
+    for (int v = 0; v < V; ++v) store8(tmp + 8 * v, acc[v]);
+    std::copy(tmp, tmp + lanes, out + r * N);
+  };
+  int64_t r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const int32_t* idx[4];
+    int64_t cnt[4];
+    v8 acc[4][V];
+    for (int q = 0; q < 4; ++q) {
+      idx[q] = ix + ip[r + q];
+      cnt[q] = ip[r + q + 1] - ip[r + q];
+      for (int v = 0; v < V; ++v) acc[q][v] = first[v];
+    }
+    const int64_t common = std::min(std::min(cnt[0], cnt[1]), std::min(cnt[2], cnt[3]));
+    for (int64_t j = 0; j < common; ++j)
+      for (int q = 0; q < 4; ++q) add(acc[q], idx[q][j]);
+    for (int q = 0; q < 4; ++q) {
+      for (int64_t j = common; j < cnt[q]; ++j) add(acc[q], idx[q][j]);
+      put(r + q, acc[q]);
+    }
+  }
+  for (; r < r1; ++r) {
+    v8 acc[V];
+    for (int v = 0; v < V; ++v) acc[v] = first[v];
+    for (int64_t j = ip[r]; j < ip[r + 1]; ++j) add(acc, ix[j]);
+    put(r, acc);
+  }
+}
+
+using SumSlice = void (*)(const int64_t*, const int32_t*, int64_t, int64_t, const float*, const float*, int64_t,
+                          int64_t, float*);
+constexpr SumSlice SUM_SLICES[5] = {nullptr, sum_slice<1>, sum_slice<2>, sum_slice<3>, sum_slice<4>};
+
 // out[r] = init (bias row, or zeros) + sum over the indices j of row r of W^T[j]: a sparse 0/1
-// matrix [R, K] (CSR) times W^T, from weight_slices. Blocks of rows take the slices in turn (the
-// slice stays in L1); four rows at a time, each its own chain of adds in index order.
+// matrix [R, K] (CSR) times W^T, from weight_slices. Blocks of rows take the slices in turn, each
+// index adding as many vectors as its slice has features (up to four), in index order.
 void sparse_binary_matmul(const int64_t* ip, const int32_t* ix, int64_t R, const float* sliced, int64_t K, int64_t N,
                           const float* init, float* out) {
-  const int64_t S = (N + 7) / 8;
+  const int64_t S = (N + SLICE - 1) / SLICE;
   at::parallel_for(0, (R + SLICE_ROWS - 1) / SLICE_ROWS, 1, [&](int64_t b0, int64_t b1) {
     for (int64_t block = b0; block < b1; ++block) {
       const int64_t r0 = block * SLICE_ROWS, r1 = std::min(R, r0 + SLICE_ROWS);
       for (int64_t s = 0; s < S; ++s) {
-        const float* table = sliced + s * K * 8;
-        const int64_t lanes = std::min<int64_t>(8, N - 8 * s);
-        float start[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        if (init != nullptr) std::copy(init + 8 * s, init + 8 * s + lanes, start);
-        const v8 first = load8(start);
-        auto sum_rest = [&](v8 acc, const int32_t* idx, int64_t from, int64_t to) {
-          for (int64_t j = from; j < to; ++j) acc += load8(table + static_cast<int64_t>(idx[j]) * 8);
-          return acc;
-        };
-        auto put = [&](int64_t r, v8 acc) {
-          float* o = out + r * N + 8 * s;
-          if (lanes == 8) {
-            store8(o, acc);
-          } else {
-            float tmp[8];
-            store8(tmp, acc);
-            std::copy(tmp, tmp + lanes, o);
-          }
-        };
-        int64_t r = r0;
-        for (; r + 4 <= r1; r += 4) {
-          const int32_t* idx[4];
-          int64_t cnt[4];
-          v8 acc[4];
-          for (int q = 0; q < 4; ++q) {
-            idx[q] = ix + ip[r + q];
-            cnt[q] = ip[r + q + 1] - ip[r + q];
-            acc[q] = first;
-          }
-          const int64_t common = std::min(std::min(cnt[0], cnt[1]), std::min(cnt[2], cnt[3]));
-          for (int64_t j = 0; j < common; ++j)
-            for (int q = 0; q < 4; ++q) acc[q] += load8(table + static_cast<int64_t>(idx[q][j]) * 8);
-          for (int q = 0; q < 4; ++q) put(r + q, sum_rest(acc[q], idx[q], common, cnt[q]));
-        }
-        for (; r < r1; ++r) put(r, sum_rest(first, ix + ip[r], 0, ip[r + 1] - ip[r]));
+        const int64_t lanes = std::min<int64_t>(SLICE, N - SLICE * s);
+        float start[SLICE] = {};
+        if (init != nullptr) std::copy(init + SLICE * s, init + SLICE * s + lanes, start);
+        SUM_SLICES[(lanes + 7) / 8](ip, ix, r0, r1, sliced + s * K * SLICE, start, lanes, N, out + SLICE * s);
       }
     }
   });
