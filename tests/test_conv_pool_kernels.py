@@ -91,6 +91,30 @@ def test_event_conv2d_weight_gradient_does_not_depend_on_the_thread_count() -> N
         assert torch.equal(results[0][2], other[2])
 
 
+@compiled
+@pytest.mark.parametrize(("kwargs", "height"), [
+    (dict(kernel_size=(5, 3), padding=(3, 1), dilation=(1, 2)), 10),  # stride 1: dense channels gather, sparse scatter
+    (dict(kernel_size=7, padding=3), 4),  # a kernel larger than the input
+    (dict(kernel_size=3, stride=2, padding=1), 10),  # stride 2: every one scattered
+], ids=["unit-stride", "large-kernel", "stride-2"])
+def test_event_conv2d_weight_gradient_equals_float64(kwargs: dict, height: int) -> None:
+    # channels from 2% to 90% ones: under and over the two ones a row from which a channel gathers
+    torch.manual_seed(5)
+    conv = nn.Conv2d(4, 70, **kwargs)  # 70 outputs: a chunk of eight vectors and one of one
+    density = torch.tensor([0.02, 0.5, 0.9, 0.2]).view(1, 4, 1, 1)
+    x = (torch.rand(6, 4, height, 9, generator=torch.Generator().manual_seed(1)) < density).float()
+    out_shape = conv(x).shape
+    g = torch.randn(out_shape)
+    indptr, indices = cpu.load().binary_rows(x.view(6, -1), 1.0)
+    taps, grad_b = cpu.load().event_conv2d_grad_weight(indptr, indices, g, 4, [height, 9], list(conv.kernel_size),
+                                                       list(conv.stride), list(conv.padding), list(conv.dilation))
+    want = torch.nn.grad.conv2d_weight(x.double(), conv.weight.shape, g.double(), conv.stride, conv.padding,
+                                       conv.dilation)
+    kh, kw = conv.kernel_size
+    torch.testing.assert_close(taps.view(4, kh, kw, 70).permute(3, 0, 1, 2).double(), want, rtol=0, atol=2e-5)
+    torch.testing.assert_close(grad_b.double(), g.double().sum((0, 2, 3)), rtol=0, atol=2e-5)
+
+
 def event_output(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     """The compiled event-driven conv2d output (called directly: :func:`conv2d` picks it only where it pays)."""
     indptr, indices = cpu.load().binary_rows(x.reshape(x.shape[0], -1), 1.0)

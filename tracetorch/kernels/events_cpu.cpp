@@ -419,6 +419,68 @@ inline void add_row(float* dst, const float* src, int64_t n) {
   for (int64_t k = 0; k < n; k += 8) store8(dst + k, load8(dst + k) + load8(src + k));
 }
 
+// One channel's ones of one sample, row by row: the columns of the ones (rows in increasing y, each
+// in increasing x), where each row begins, and before[y * (W + 1) + x]: how many ones of row y lie
+// left of column x.
+struct ChannelOnes {
+  std::vector<int32_t> column, row_begin, before;
+  ChannelOnes(int64_t H, int64_t W) : row_begin(H + 1), before(H * (W + 1)) { column.reserve(H * W); }
+  void fill(const int32_t* ix, int64_t first, int64_t last, int64_t plane_start, const PlanePositions& at, int64_t H,
+            int64_t W) {
+    column.clear();
+    std::fill(row_begin.begin(), row_begin.end(), 0);
+    for (int64_t j = first; j < last; ++j) {
+      const int64_t rest = ix[j] - plane_start;
+      column.push_back(at.x[rest]);
+      ++row_begin[at.y[rest] + 1];
+    }
+    for (int64_t y = 0; y < H; ++y) {
+      row_begin[y + 1] += row_begin[y];
+      int32_t* b = before.data() + y * (W + 1);
+      int32_t count = 0;
+      for (int64_t x = 0, j = row_begin[y]; x <= W; ++x) {
+        while (j < row_begin[y + 1] && column[j] < x) ++j, ++count;
+        b[x] = count;
+      }
+    }
+  }
+};
+
+// Stride 1: grad W[ci, ki, kj] (vectors n0 .. n0 + V of a row of Cp) += the rows of the sample's
+// transposed grad_out [OH * OW, Cp] at the output positions (y + pad - ki * dil, x + pad - kj * dil)
+// of channel ci's ones (y, x) whose positions are in range, summed in registers in the ones' order
+// (the order the scatter adds them in) and written once per tap.
+template <int V>
+void gather_taps(const ChannelOnes& ones, const float* rows, float* taps_row, int64_t H, int64_t W, int64_t OH,
+                 int64_t OW, int64_t KH, int64_t KW, int64_t pad_y, int64_t pad_x, int64_t dil_y, int64_t dil_x,
+                 int64_t Cp, int64_t n0) {
+  for (int64_t ki = 0; ki < KH; ++ki) {
+    const int64_t shift_y = pad_y - ki * dil_y, y0 = std::clamp<int64_t>(-shift_y, 0, H),
+                  y1 = std::clamp<int64_t>(OH - shift_y, y0, H);
+    for (int64_t kj = 0; kj < KW; ++kj) {
+      const int64_t shift_x = pad_x - kj * dil_x, x0 = std::clamp<int64_t>(-shift_x, 0, W),
+                    x1 = std::clamp<int64_t>(OW - shift_x, x0, W);
+      float* sum = taps_row + (ki * KW + kj) * Cp + n0;
+      v8 acc[V];
+      for (int v = 0; v < V; ++v) acc[v] = load8(sum + 8 * v);
+      for (int64_t y = y0; y < y1; ++y) {
+        const int32_t* b = ones.before.data() + y * (W + 1);
+        const int64_t origin = ((y + shift_y) * OW + shift_x) * Cp + n0;  // + x * Cp: output (y + shift_y, x + shift_x)
+        for (int64_t j = ones.row_begin[y] + b[x0], end = ones.row_begin[y] + b[x1]; j < end; ++j) {
+          const float* g = rows + (origin + static_cast<int64_t>(ones.column[j]) * Cp);
+          for (int v = 0; v < V; ++v) acc[v] += load8(g + 8 * v);
+        }
+      }
+      for (int v = 0; v < V; ++v) store8(sum + 8 * v, acc[v]);
+    }
+  }
+}
+
+using GatherTaps = void (*)(const ChannelOnes&, const float*, float*, int64_t, int64_t, int64_t, int64_t, int64_t,
+                            int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t);
+constexpr GatherTaps GATHER_TAPS[9] = {nullptr,        gather_taps<1>, gather_taps<2>, gather_taps<3>, gather_taps<4>,
+                                       gather_taps<5>, gather_taps<6>, gather_taps<7>, gather_taps<8>};
+
 // (indptr, indices) of x [B, Cin * H * W] (the ones of each sample), grad_out [B, Cout, OH, OW]
 // -> {grad W in [Cin, KH, KW, Cout] order, grad bias [Cout]}:
 //   grad W[ci, ki, kj] = sum over the ones (b, ci, py, px) whose window position
@@ -453,8 +515,10 @@ std::vector<at::Tensor> event_conv2d_grad_weight(const at::Tensor& indptr, const
   const int64_t per_chunk = (B + chunks - 1) / chunks;
   const int64_t span = taps * Cp + Cp;  // a chunk's weight rows, then its bias row
   std::vector<float> acc(chunks * span, 0.0f);
+  const bool unit_stride = stride[0] == 1 && stride[1] == 1;  // the ones gather their rows (else: scatter)
   at::parallel_for(0, chunks, 1, [&](int64_t c0, int64_t c1) {
     std::vector<float> rows(outs * Cp, 0.0f);
+    ChannelOnes ones(H, W);
     for (int64_t c = c0; c < c1; ++c) {
       float* a = acc.data() + c * span;
       float* bias = a + taps * Cp;
@@ -469,14 +533,31 @@ std::vector<at::Tensor> event_conv2d_grad_weight(const at::Tensor& indptr, const
           }
           bias[o] += total;
         }
-        for_each_one(ix, ip[b], ip[b + 1], at, [&](int64_t ci, int32_t py, int32_t px) {
+        auto scatter = [&](int64_t ci, int32_t py, int32_t px) {
           for (int32_t u = ty.start[py]; u < ty.start[py + 1]; ++u) {
             float* wrow = a + (ci * KH + ty.tap[u]) * KW * Cp;
             const float* grow = rows.data() + ty.out[u] * OW * Cp;
             for (int32_t v = tx.start[px]; v < tx.start[px + 1]; ++v)
               add_row(wrow + tx.tap[v] * Cp, grow + tx.out[v] * Cp, Cp);
           }
-        });
+        };
+        if (!unit_stride) {
+          for_each_one(ix, ip[b], ip[b + 1], at, scatter);
+          continue;
+        }
+        for (int64_t ci = 0, j = ip[b]; ci < in_channels && j < ip[b + 1]; ++ci) {
+          const int64_t end = std::lower_bound(ix + j, ix + ip[b + 1], static_cast<int32_t>((ci + 1) * H * W)) - ix;
+          if (end - j < 2 * H) {  // under two ones a row: scattered, each to its taps (the same sums either way)
+            for (; j < end; ++j) scatter(ci, at.y[ix[j] - ci * H * W], at.x[ix[j] - ci * H * W]);
+            continue;
+          }
+          ones.fill(ix, j, end, ci * H * W, at, H, W);
+          for (int64_t n0 = 0; n0 < Cp; n0 += 64)
+            GATHER_TAPS[std::min<int64_t>(8, (Cp - n0) / 8)](ones, rows.data(), a + ci * KH * KW * Cp, H, W, OH, OW, KH,
+                                                             KW, padding[0], padding[1], dilation[0], dilation[1], Cp,
+                                                             n0);
+          j = end;
+        }
       }
     }
   });
