@@ -47,11 +47,11 @@ MAX_DENSITY = 0.5
 MIN_ELEMENTS = 4096
 """Smaller inputs take the dense path (the index would cost more than it saves)."""
 
-# Nanoseconds per unit of work, fitted on this project's 2-core AVX2 machine on [2000, K] inputs
-# (K = 128, 784, 1024; out_features 10, 128 and 512; 5-47% ones; every kernel in the same run, least
-# squares of the relative error): the event kernels' cost per one and per 8-lane vector of
-# out_features it adds, for the output and the weight gradient; torch's dense product (MKL) per
-# (row, in_feature) pair and per multiply-add (small out_features pack poorly).
+# Nanoseconds per unit of work, fitted by ``python benchmarks/linear_plan_fit.py`` on this project's
+# 2-core AVX2 machine ([2000, K] inputs, K = 128, 784, 1024; out_features 10, 128 and 512; 5-47% ones;
+# every kernel in the same run, least squares of the relative error): the event kernels' cost per
+# one and per 8-lane vector of out_features it adds, for the output and the weight gradient;
+# torch's dense product (MKL) per (row, in_feature) pair and per multiply-add.
 EVENT_ONE_NS = 0.17
 EVENT_VECTOR_NS = 0.18
 EVENT_GRAD_ONE_NS = 1.3
