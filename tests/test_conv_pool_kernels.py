@@ -319,12 +319,15 @@ def test_explain_names_why_a_pooling_takes_torch(pool: nn.MaxPool2d, x: torch.Te
 
 @compiled
 def test_a_conv_snn_runs_the_compiled_paths_and_equals_stepping(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracetorch.kernels import event_conv, pooling
+    from tracetorch.kernels import event_conv, fused, pooling
 
     calls: list[str] = []
     for module, name in ((event_conv, "_EventConv2d"), (pooling, "_MaxPool2d")):
         function = getattr(module, name)
         monkeypatch.setattr(function, "apply", lambda *a, _f=function.apply, _n=name: calls.append(_n) or _f(*a))
+    neuron_apply = fused._FusedSequence.apply
+    monkeypatch.setattr(fused._FusedSequence, "apply",
+                        lambda *a: calls.append(f"neuron pooled {a[4].pool}" if a[4].pool else "neuron") or neuron_apply(*a))
     torch.manual_seed(0)
     q = tt.functional.round_ste
     net = tt.Sequential(nn.Conv2d(1, 6, 5), tt.snn.LIB(6, dim=-3, quant_fn=q()), nn.MaxPool2d(2), nn.Conv2d(6, 8, 3),
@@ -334,7 +337,9 @@ def test_a_conv_snn_runs_the_compiled_paths_and_equals_stepping(monkeypatch: pyt
     net.zero_states()
     seq = net.run(x)
     seq.sum().backward()
-    assert calls == ["_EventConv2d", "_MaxPool2d", "_EventConv2d", "_MaxPool2d"]
+    # each LIB pools its spikes in the neuron kernel, (H, W, kernel, stride): no separate pooling call
+    assert calls == ["_EventConv2d", "neuron pooled (20, 20, 2, 2, 2, 2)", "_EventConv2d",
+                     "neuron pooled (8, 8, 2, 2, 2, 2)", "neuron"]
     seq_grads = [p.grad.clone() for p in net.parameters()]
     net.zero_grad()
     net.zero_states()

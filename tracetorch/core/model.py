@@ -38,7 +38,7 @@ from tracetorch.core import states as _states
 from tracetorch.core.layer import Layer
 from tracetorch.core.state_io import StateFileError
 from tracetorch.core.states import iter_layers
-from tracetorch.kernels.sequence import run as run_sequence
+from tracetorch.kernels.sequence import run_chain
 
 __all__ = ["Model", "Sequential", "iter_layers", "StateFileError"]
 
@@ -130,6 +130,4 @@ class Sequential(Model):
         return x
 
     def run(self, x_seq: Tensor) -> Tensor:
-        for module in self:
-            x_seq = run_sequence(module, x_seq)
-        return x_seq
+        return run_chain(list(self), x_seq)

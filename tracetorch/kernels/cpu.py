@@ -64,7 +64,7 @@ _HERE = Path(__file__).parent
 SOURCES = tuple(_HERE / name for name in ("neuron_backward_dual.cpp", "neuron_backward_single.cpp",
                                           "neuron_forward_dual.cpp", "neuron_forward_single.cpp", "events_cpu.cpp",
                                           "neuron_cpu.cpp"))
-HEADERS = (_HERE / "neuron_kernels.h", _HERE / "tensor_pool.h")
+HEADERS = (_HERE / "neuron_kernels.h", _HERE / "pool_planes.h", _HERE / "tensor_pool.h")
 LDFLAGS = ("-fopenmp",)
 
 
@@ -344,21 +344,23 @@ class CpuBackend:
         self.ops = ops
 
     def forward(self, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None, meta: Meta,
-                save: bool) -> tuple[Tensor, Tensor, Tensor]:
+                save: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
         d, s, r, f, q = meta.codes
         empty = x.new_empty(0)
-        out, final, saved = self.ops.neuron_forward(x, params.contiguous(), _or(init, empty), _or(uniforms, empty), d, s,
-                                                    r, f, q, meta.step, meta.num_neurons, meta.inner, save)
-        return out, final, saved
+        out, final, saved, arg = self.ops.neuron_forward(x, params.contiguous(), _or(init, empty), _or(uniforms, empty),
+                                                         d, s, r, f, q, meta.step, meta.num_neurons, meta.inner, save,
+                                                         list(meta.pool))
+        return out, final, saved, arg if meta.pool else None
 
     def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
                  init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
-                 init_grad: bool, param_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+                 init_grad: bool, param_grad: bool, pool_arg: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         d, s, r, f, q = meta.codes
         empty = params.new_empty(0)
         gx, gp, gi = self.ops.neuron_backward(grad_out, _or(grad_final, empty), _or(x, empty), params.contiguous(),
                                               _or(init, empty), _or(uniforms, empty), saved, d, s, r, f, q, meta.step,
-                                              meta.num_neurons, meta.inner, init_grad and init is not None, param_grad)
+                                              meta.num_neurons, meta.inner, init_grad and init is not None, param_grad,
+                                              _or(pool_arg, empty), list(meta.pool))
         return gx, gp, gi
 
     def slots(self, meta: Meta) -> tuple[int, int]:

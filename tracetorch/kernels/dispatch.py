@@ -10,6 +10,11 @@ or ``quant_fn``, float64 or half precision, no compiler, no Triton) runs the ref
 path, a loop of :func:`tracetorch.snn.step.neuron_step`. :func:`explain` says which path a
 call would take and why; :func:`force` pins a path (tests, debugging).
 
+``run_sequence(run, x_seq, pool)`` also max-pools the outputs with ``pool`` (an ``nn.MaxPool2d``),
+as ``tt.Sequential.run`` asks for a neuron layer followed by one: on the compiled C++ path the
+kernel pools each block of planes as it computes it (:func:`explain_pooled`), so the unpooled
+outputs never reach memory; otherwise the layer runs and the pooling folds over time as usual.
+
 All paths start from the layer's held states (``None`` = zeros) and return final states
 connected to the autograd graph exactly as ``T`` single steps would leave them. The compiled
 C++ backend (:mod:`~tracetorch.kernels.cpu`) and the Triton one are imported on first use, so
@@ -38,14 +43,20 @@ from types import ModuleType
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.nn.modules.utils import _pair
 
 from tracetorch.functional import sigmoid4x
+from tracetorch.kernels import sequence
 from tracetorch.kernels.fused import fused_run
 from tracetorch.kernels.neuron_run import NeuronRun
 from tracetorch.kernels.reference import draw_uniforms, quant_kind, run_reference
 
-__all__ = ["PATHS", "wanted", "explain", "select_path", "force", "run_sequence", "triton_available", "cpu_backend"]
+__all__ = ["PATHS", "wanted", "explain", "explain_pooled", "select_path", "force", "run_sequence", "triton_available",
+           "cpu_backend"]
+
+PLANE_LIMIT = 1024
+"""The most elements of one ``[H, W]`` plane the fused pooling takes (a kernel block, ``BLK`` in ``neuron_kernels.h``)."""
 
 PATHS = ("triton", "cpu", "reference")
 _forced: list[str] = []
@@ -117,8 +128,40 @@ def select_path(layer: Any, x_seq: Tensor) -> str:
     return explain(layer, x_seq)[0]
 
 
-def run_sequence(run: NeuronRun, x_seq: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-    """Run a layer's sequence ``x_seq`` ``[T, *input_shape]`` (checked by the layer): ``(outputs [T, ...], final states)``."""
+def explain_pooled(layer: Any, x_seq: Tensor, pool: nn.MaxPool2d) -> tuple[bool, str]:
+    """``(fused, reason)``: whether :func:`run_sequence` pools ``layer``'s outputs with ``pool`` inside the C++ kernel.
+
+    It does for ``x_seq`` ``[T, B, C, H, W]`` when the layer takes the compiled C++ path, ``pool`` the compiled pooling
+    (:func:`tracetorch.kernels.pooling.explain`) and one ``[H, W]`` plane holds at most :data:`PLANE_LIMIT` elements.
+    """
+    from tracetorch.kernels import pooling
+
+    if x_seq.ndim != 5:
+        return False, f"input of {x_seq.ndim} dimensions (the fused pooling takes [T, B, C, H, W])"
+    path, why = explain(layer, x_seq)
+    if path != "cpu":
+        return False, f"the layer takes the {path} path ({why})"
+    compiled, why = pooling.explain(pool, x_seq[0])
+    if compiled != "compiled":
+        return False, f"the pooling takes torch's path ({why})"
+    if x_seq.shape[-2] * x_seq.shape[-1] > PLANE_LIMIT:
+        return False, f"planes of {x_seq.shape[-2]} x {x_seq.shape[-1]} (at most {PLANE_LIMIT} elements)"
+    return True, "compiled C++ kernel, pooled as it runs"
+
+
+def run_sequence(run: NeuronRun, x_seq: Tensor, pool: nn.MaxPool2d | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run a layer's sequence ``x_seq`` ``[T, *input_shape]`` (checked by the layer): ``(outputs [T, ...], final states)``.
+
+    With ``pool``: the outputs max-pooled by it, fused into the kernel where :func:`explain_pooled` allows.
+    """
+    if pool is not None:
+        if explain_pooled(run, x_seq, pool)[0]:
+            cpu = cpu_backend()
+            window = (*_pair(pool.kernel_size), *_pair(pool.stride if pool.stride is not None else pool.kernel_size))
+            return fused_run(run, x_seq, draw_uniforms(run.flags, run.quant_fn, x_seq), cpu.CpuBackend(cpu.load()),
+                             quant_kind(run.quant_fn) or "identity", pool=window)
+        out, states = run_sequence(run, x_seq)
+        return sequence.run(pool, out), states
     uniforms = draw_uniforms(run.flags, run.quant_fn, x_seq)
     path = select_path(run, x_seq)
     if path == "cpu":

@@ -18,6 +18,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "pool_planes.h"
 #include "tensor_pool.h"
 
 #if defined(__AVX2__)
@@ -35,6 +36,10 @@
 #include <vector>
 
 namespace {
+
+using tracetorch_pooling::pool_plane;
+using tracetorch_pooling::pool_plane_backward;
+using tracetorch_pooling::Window;
 
 constexpr int64_t ROW_GRAIN = 16;
 constexpr int64_t CONV_CHUNKS = 32;  // sample chunks of the conv weight gradient (fixed: see there)
@@ -809,144 +814,26 @@ std::vector<at::Tensor> conv2d_direct_grad_weight(const at::Tensor& x, const at:
   return {gw, gb};
 }
 
-#if defined(__AVX2__)
-// Even and odd lanes of a's 8 floats then b's: {a0, a2, a4, a6, b0, b2, b4, b6} and {a1, ..., b7}.
-inline void deinterleave(__m256 a, __m256 b, __m256& even, __m256& odd) {
-  constexpr int blocks = _MM_SHUFFLE(3, 1, 2, 0);  // [a0 a2 b0 b2 | a4 a6 b4 b6] -> a's pairs, then b's
-  const auto pairs_in_order = [](__m256 v) {
-    return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v), blocks));
-  };
-  even = pairs_in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)));
-  odd = pairs_in_order(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
-}
-
-// 2x2 windows, stride 2: four outputs from the 8 inputs at each of a and a + W (their two rows),
-// four more from b and b + W, in one vector; the taps compared in torch's order with its rule.
-inline void max_pool_2x2_runs(const float* a, const float* b, int64_t W, float* out_a, float* out_b, uint8_t* arg_a,
-                              uint8_t* arg_b) {
-  __m256 best, odd, lower_even, lower_odd;
-  deinterleave(_mm256_loadu_ps(a), _mm256_loadu_ps(b), best, odd);
-  deinterleave(_mm256_loadu_ps(a + W), _mm256_loadu_ps(b + W), lower_even, lower_odd);
-  __m256 where = _mm256_setzero_ps();
-  const __m256 taps[3] = {odd, lower_even, lower_odd};
-  for (int t = 0; t < 3; ++t) {
-    const __m256 take =
-        _mm256_or_ps(_mm256_cmp_ps(taps[t], best, _CMP_GT_OQ), _mm256_cmp_ps(taps[t], taps[t], _CMP_UNORD_Q));
-    best = _mm256_blendv_ps(best, taps[t], take);
-    where = _mm256_blendv_ps(where, _mm256_set1_ps(static_cast<float>(t + 1)), take);
-  }
-  _mm_storeu_ps(out_a, _mm256_castps256_ps128(best));
-  _mm_storeu_ps(out_b, _mm256_extractf128_ps(best, 1));
-  alignas(32) int32_t w[8];
-  _mm256_store_si256(reinterpret_cast<__m256i*>(w), _mm256_cvttps_epi32(where));
-  for (int k = 0; k < 4; ++k) {
-    arg_a[k] = static_cast<uint8_t>(w[k]);
-    arg_b[k] = static_cast<uint8_t>(w[k + 4]);
-  }
-}
-
-// The gradient of max_pool_2x2_runs: each run's 4 output gradients written to the tap of the
-// window that won, zeros to the other three (0 + g, as torch's accumulation gives: -0 becomes 0).
-inline void max_pool_2x2_runs_backward(const float* grad_a, const float* grad_b, const uint8_t* arg_a,
-                                       const uint8_t* arg_b, int64_t W, float* a, float* b) {
-  const __m256 g = _mm256_set_m128(_mm_loadu_ps(grad_b), _mm_loadu_ps(grad_a));
-  int32_t bytes_a, bytes_b;
-  std::memcpy(&bytes_a, arg_a, 4);
-  std::memcpy(&bytes_b, arg_b, 4);
-  const __m256i arg = _mm256_cvtepu8_epi32(_mm_set_epi32(0, 0, bytes_b, bytes_a));
-  __m256 at[4];
-  for (int t = 0; t < 4; ++t)
-    at[t] = _mm256_add_ps(_mm256_and_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(arg, _mm256_set1_epi32(t))), g),
-                          _mm256_setzero_ps());
-  for (int row = 0; row < 2; ++row) {  // taps (0, 1) on the upper row, (2, 3) on the lower
-    const __m256 low = _mm256_unpacklo_ps(at[2 * row], at[2 * row + 1]);
-    const __m256 high = _mm256_unpackhi_ps(at[2 * row], at[2 * row + 1]);
-    _mm256_storeu_ps(a + row * W, _mm256_permute2f128_ps(low, high, 0x20));
-    _mm256_storeu_ps(b + row * W, _mm256_permute2f128_ps(low, high, 0x31));
-  }
-}
-#endif
-
-// The 2x2, stride-2 pooling's vector layout: each output row's first runs of four outputs
-// (eight inputs wide) go through the vector kernels two runs at a time, in row-major order
-// (pairs span rows, so narrow planes vectorize too); 0 runs for other windows or without AVX2.
-inline int64_t vector_runs_per_row(int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t OW, int64_t W) {
-#if defined(__AVX2__)
-  if (kh == 2 && kw == 2 && sh == 2 && sw == 2) return std::min(OW / 4, W / 8);
-#endif
-  return 0;
-}
-inline int64_t run_output(int64_t r, int64_t runs_per_row, int64_t OW) {  // offset of run r's first output
-  return (r / runs_per_row) * OW + (r % runs_per_row) * 4;
-}
-inline int64_t run_input(int64_t r, int64_t runs_per_row, int64_t W) {  // offset of its window's corner
-  return 2 * (r / runs_per_row) * W + 8 * (r % runs_per_row);
-}
-// The first output of row oy that the vector runs [0, paired) leave to the scalar loop.
-inline int64_t first_scalar_output(int64_t oy, int64_t runs_per_row, int64_t paired) {
-  return 4 * std::clamp<int64_t>(paired - oy * runs_per_row, 0, runs_per_row);
-}
-
 // Max pooling over the planes of x [P, H, W] (no padding, dilation 1): out [P, OH, OW] and the
-// position of each maximum within its window (uint8, row-major in the window). Ties and NaNs
-// follow torch's CPU kernel: a later value wins when it is greater or NaN.
+// position of each maximum within its window (uint8, row-major in the window); see pool_planes.h.
 std::vector<at::Tensor> max_pool2d_planes(const at::Tensor& x, at::IntArrayRef kernel, at::IntArrayRef stride) {
   check_float(x, "x", 3);
   TORCH_CHECK(kernel.size() == 2 && stride.size() == 2 && kernel[0] > 0 && kernel[1] > 0 && stride[0] > 0 &&
                   stride[1] > 0 && kernel[0] * kernel[1] <= 256,
               "traceTorch pooling kernel: two positive kernel sizes (at most 256 taps) and strides");
-  const int64_t P = x.size(0), H = x.size(1), W = x.size(2), kh = kernel[0], kw = kernel[1];
-  TORCH_CHECK(H >= kh && W >= kw, "traceTorch pooling kernel: input smaller than the window");
-  const int64_t sh = stride[0], sw = stride[1], OH = (H - kh) / sh + 1, OW = (W - kw) / sw + 1;
-  auto out = tracetorch_pool::pooled_empty({P, OH, OW}, x.options());
-  auto arg = tracetorch_pool::pooled_empty({P, OH, OW}, x.options().dtype(at::kByte));
+  const int64_t P = x.size(0), H = x.size(1), W = x.size(2);
+  TORCH_CHECK(H >= kernel[0] && W >= kernel[1], "traceTorch pooling kernel: input smaller than the window");
+  const Window g(H, W, kernel[0], kernel[1], stride[0], stride[1]);
+  auto out = tracetorch_pool::pooled_empty({P, g.OH, g.OW}, x.options());
+  auto arg = tracetorch_pool::pooled_empty({P, g.OH, g.OW}, x.options().dtype(at::kByte));
   const float* px = x.const_data_ptr<float>();
   float* po = out.mutable_data_ptr<float>();
   uint8_t* pa = arg.mutable_data_ptr<uint8_t>();
-  const int64_t runs_per_row = vector_runs_per_row(kh, kw, sh, sw, OW, W);
-  const int64_t paired = OH * runs_per_row / 2 * 2;
   at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
-    // the vector runs, then the other outputs one output row at a time, taps outermost: the loop
-    // over the row's outputs is branch-free and vectorizes (the winner of each comparison is
-    // unpredictable on spikes)
-    std::vector<float> best(OW);
-    std::vector<int32_t> where(OW);
-    for (int64_t p = p0; p < p1; ++p) {
-      const float* xp = px + p * H * W;
-#if defined(__AVX2__)
-      for (int64_t r = 0; r < paired; r += 2) {
-        const int64_t i_a = run_input(r, runs_per_row, W), i_b = run_input(r + 1, runs_per_row, W);
-        const int64_t o_a = p * OH * OW + run_output(r, runs_per_row, OW);
-        const int64_t o_b = p * OH * OW + run_output(r + 1, runs_per_row, OW);
-        max_pool_2x2_runs(xp + i_a, xp + i_b, W, po + o_a, po + o_b, pa + o_a, pa + o_b);
-      }
-#endif
-      for (int64_t oy = 0; oy < OH; ++oy) {
-        const int64_t first = first_scalar_output(oy, runs_per_row, paired);
-        if (first == OW) continue;
-        std::fill(best.begin(), best.end(), -std::numeric_limits<float>::infinity());
-        std::fill(where.begin(), where.end(), 0);
-        float* __restrict b = best.data();
-        int32_t* __restrict w = where.data();
-        for (int64_t i = 0; i < kh; ++i)
-          for (int64_t j = 0; j < kw; ++j) {
-            const float* __restrict row = xp + (oy * sh + i) * W + j;
-            const int32_t tap = static_cast<int32_t>(i * kw + j);
-            for (int64_t ox = first; ox < OW; ++ox) {
-              const float v = row[ox * sw];
-              const bool take = (v > b[ox]) | (v != v);  // torch's rule: a later value wins when greater or NaN
-              b[ox] = take ? v : b[ox];
-              w[ox] = take ? tap : w[ox];
-            }
-          }
-        float* o = po + (p * OH + oy) * OW;
-        uint8_t* a = pa + (p * OH + oy) * OW;
-        for (int64_t ox = first; ox < OW; ++ox) {
-          o[ox] = b[ox];  // the value at the winning tap (-inf when none won, as tap 0 then is)
-          a[ox] = static_cast<uint8_t>(w[ox]);
-        }
-      }
-    }
+    std::vector<float> best(g.OW);
+    std::vector<int32_t> where(g.OW);
+    for (int64_t p = p0; p < p1; ++p)
+      pool_plane(g, px + p * g.plane(), po + p * g.pooled(), pa + p * g.pooled(), best.data(), where.data());
   });
   return {out, arg};
 }
@@ -959,36 +846,16 @@ at::Tensor max_pool2d_planes_backward(const at::Tensor& grad_out, const at::Tens
               "traceTorch pooling kernel: two positive kernel sizes (at most 256 taps) and strides");
   TORCH_CHECK(arg.scalar_type() == at::kByte && arg.is_contiguous() && arg.sizes() == grad_out.sizes(),
               "traceTorch pooling kernel: the argmax must be a contiguous uint8 tensor shaped like grad_out");
-  const int64_t P = grad_out.size(0), OH = grad_out.size(1), OW = grad_out.size(2), kw = kernel[1];
-  const int64_t sh = stride[0], sw = stride[1];
-  int64_t offset[256];  // window position -> offset from the window's corner (no division per output)
-  for (int64_t k = 0; k < kernel[0] * kw; ++k) offset[k] = (k / kw) * width + k % kw;
+  const Window g(height, width, kernel[0], kernel[1], stride[0], stride[1]);
+  const int64_t P = grad_out.size(0);
+  TORCH_CHECK(grad_out.size(1) == g.OH && grad_out.size(2) == g.OW,
+              "traceTorch pooling kernel: grad_out does not match the input size, kernel and stride");
   auto gx = tracetorch_pool::pooled_empty({P, height, width}, grad_out.options());
   const float* pg = grad_out.const_data_ptr<float>();
   const uint8_t* pa = arg.const_data_ptr<uint8_t>();
   float* px = gx.mutable_data_ptr<float>();
-  const int64_t runs_per_row = vector_runs_per_row(kernel[0], kw, sh, sw, OW, width);
-  const int64_t paired = OH * runs_per_row / 2 * 2;
-  // the vector runs write every input of their windows; zeros first unless they cover the plane
-  const bool covered = paired == OH * runs_per_row && 4 * runs_per_row == OW && 2 * OH == height && 2 * OW == width;
   at::parallel_for(0, P, 16, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      float* gp = px + p * height * width;
-      if (!covered) std::fill(gp, gp + height * width, 0.0f);
-#if defined(__AVX2__)
-      for (int64_t r = 0; r < paired; r += 2) {
-        const int64_t o_a = p * OH * OW + run_output(r, runs_per_row, OW);
-        const int64_t o_b = p * OH * OW + run_output(r + 1, runs_per_row, OW);
-        max_pool_2x2_runs_backward(pg + o_a, pg + o_b, pa + o_a, pa + o_b, width,
-                                   gp + run_input(r, runs_per_row, width), gp + run_input(r + 1, runs_per_row, width));
-      }
-#endif
-      for (int64_t oy = 0; oy < OH; ++oy)
-        for (int64_t ox = first_scalar_output(oy, runs_per_row, paired); ox < OW; ++ox) {
-          const int64_t o = (p * OH + oy) * OW + ox;
-          gp[oy * sh * width + ox * sw + offset[pa[o]]] += pg[o];
-        }
-    }
+    for (int64_t p = p0; p < p1; ++p) pool_plane_backward(g, pg + p * g.pooled(), pa + p * g.pooled(), px + p * g.plane());
   });
   return gx;
 }

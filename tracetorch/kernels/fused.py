@@ -11,8 +11,11 @@ per-element parameter gradients are ordinary torch ops, and the final states ret
 connected to the graph exactly like the outputs.
 
 A backend is an object with ``forward(x, params, init, uniforms, meta, save)`` returning
-``(out, final, saved)`` and ``backward(grad_out, grad_final, x, params, init, uniforms, saved,
-meta, init_grad, param_grad)`` returning ``(grad_x, grad_params, grad_init)``. ``init`` is ``None`` when the
+``(out, final, saved, pool_arg)`` and ``backward(grad_out, grad_final, x, params, init, uniforms, saved,
+meta, init_grad, param_grad, pool_arg)`` returning ``(grad_x, grad_params, grad_init)``. With
+``meta.pool`` (the CPU backend only) ``out`` is the layer's output max-pooled over the last two
+dimensions of each step and ``pool_arg`` the position of each maximum in its window (``None``
+otherwise); ``grad_out`` is then the gradient of the pooled output. ``init`` is ``None`` when the
 layer holds no states (zeros), ``grad_final`` ``None`` when the final states get no gradient;
 ``grad_out`` has ``T`` rows, or one row when the output gradient is the same at every step (it is
 then not materialized ``T`` times). ``grad_params`` is ``[13, N]`` (summed over the batch) or
@@ -51,6 +54,9 @@ class Meta:
     num_neurons: int
     inner: int
     need_x: bool
+    pool: tuple[int, ...] = ()
+    """``(H, W, kernel_h, kernel_w, stride_h, stride_w)`` of a max pooling of each step's last two dimensions fused
+    after the layer, or ``()``."""
 
     @property
     def codes(self) -> tuple[bool, bool, bool, int, int]:
@@ -60,30 +66,30 @@ class Meta:
 
 class Backend(Protocol):
     def forward(self, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None, meta: Meta,
-                save: bool) -> tuple[Tensor, Tensor, Tensor]: ...
+                save: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]: ...
 
     def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
                  init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
-                 init_grad: bool, param_grad: bool) -> tuple[Tensor, Tensor, Tensor]: ...
+                 init_grad: bool, param_grad: bool, pool_arg: Tensor | None) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
 class _FusedSequence(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None,  # type: ignore[override]
                 meta: Meta, backend: Backend, save: bool) -> tuple[Tensor, Tensor]:
-        out, final, saved = backend.forward(x, params, init, uniforms, meta, save)
+        out, final, saved, pool_arg = backend.forward(x, params, init, uniforms, meta, save)
         ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not a tensor of zeros
         if save:
-            ctx.save_for_backward(x if meta.need_x else None, params, init, uniforms, saved)
-        ctx.meta, ctx.backend = meta, backend
+            ctx.save_for_backward(x if meta.need_x else None, params, init, uniforms, saved, pool_arg)
+        ctx.meta, ctx.backend, ctx.out_width = meta, backend, out.shape[1]
         return out, final
 
     @staticmethod
     def backward(ctx: Any, grad_out: Tensor | None, grad_final: Tensor | None):  # type: ignore[override]
-        x, params, init, uniforms, saved = ctx.saved_tensors
+        x, params, init, uniforms, saved, pool_arg = ctx.saved_tensors
         meta: Meta = ctx.meta
         if grad_out is None:
-            grad_out = params.new_zeros((1, saved.shape[-1]))
+            grad_out = params.new_zeros((1, ctx.out_width))
         elif grad_out.stride(0) == 0:  # the same at every step (e.g. a loss on out.mean(0)): pass one row
             grad_out = grad_out[:1].contiguous()
         else:
@@ -91,7 +97,7 @@ class _FusedSequence(torch.autograd.Function):
         grad_final = None if grad_final is None else grad_final.contiguous()
         param_grad, init_grad = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
         gx, gp, gi = ctx.backend.backward(grad_out, grad_final, x, params, init, uniforms, saved, meta, init_grad,
-                                          param_grad)
+                                          param_grad, pool_arg=pool_arg)
         n, inner = meta.num_neurons, meta.inner
         gparams = None
         if param_grad:
@@ -100,8 +106,12 @@ class _FusedSequence(torch.autograd.Function):
 
 
 def fused_run(run: NeuronRun, x_seq: Tensor, uniforms: Tensor | None, backend: Backend,
-              quant: str) -> tuple[Tensor, dict[str, Tensor]]:
-    """Run a layer's sequence with ``backend``; ``(outputs, final states)`` like the reference."""
+              quant: str, pool: tuple[int, int, int, int] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Run a layer's sequence with ``backend``; ``(outputs, final states)`` like the reference.
+
+    ``pool`` ``(kernel_h, kernel_w, stride_h, stride_w)``: the outputs max-pooled over the last two dimensions of each
+    step (no padding), in the same call (a backend that supports ``Meta.pool``).
+    """
     flags = run.flags
     steps, step_shape = x_seq.shape[0], x_seq.shape[1:]
     dim = run.dim % len(step_shape)
@@ -119,9 +129,13 @@ def fused_run(run: NeuronRun, x_seq: Tensor, uniforms: Tensor | None, backend: B
         init = torch.stack([zeros_m if value is None else value.reshape(m) for value in held])
     u = None if uniforms is None else uniforms.reshape(steps, uniforms.shape[1], m).contiguous()
     step = float(getattr(run.quant_fn, "step_size", 1.0))
-    meta = Meta(flags, quant, step, n, inner, need_x=flags.synaptic or flags.ema or flags.dual)
+    plane = () if pool is None else (*step_shape[-2:], *pool)
+    meta = Meta(flags, quant, step, n, inner, need_x=flags.synaptic or flags.ema or flags.dual, pool=plane)
     save = torch.is_grad_enabled() and (x.requires_grad or params.requires_grad
                                         or (init is not None and init.requires_grad))
     out, final = _FusedSequence.apply(x, params, init, u, meta, backend, save)
     states = {name: final[k].view(step_shape) for k, name in enumerate(run.state_slots) if name is not None}
-    return out.view(steps, *step_shape), states
+    if pool is None:
+        return out.view(steps, *step_shape), states
+    pooled = ((plane[0] - pool[0]) // pool[2] + 1, (plane[1] - pool[1]) // pool[3] + 1)
+    return out.view(steps, *step_shape[:-2], *pooled), states

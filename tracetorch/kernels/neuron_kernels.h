@@ -15,6 +15,11 @@
 // the gradients of x, of the initial states and, per element, of every parameter slot
 // (reduced over the batch in Python).
 //
+// With a max pooling after the layer (Pooled, below), blocks are whole [H, W] planes: each step's
+// output rows are pooled as they are computed (forward: only the pooled output and its one-byte
+// argmax are written) and the output gradient of a step is unpooled into an L1 row (backward), so
+// the unpooled output never reaches memory.
+//
 // The instantiations are compiled in four parts, one translation unit each
 // (neuron_{forward,backward}_{single,dual}.cpp, see run_part), so that the build runs in
 // parallel; neuron_cpu.cpp holds the ops that call them.
@@ -31,6 +36,8 @@
 #include <cstring>
 #include <type_traits>
 #include <vector>
+
+#include "pool_planes.h"
 
 #if defined(__SSE2__)
 #include <immintrin.h>
@@ -67,6 +74,11 @@ template <typename T> class Rows {
 
 // The time loop jumps M elements between steps, which defeats the hardware prefetcher at every
 // step: fetch the next step's rows of a block ahead of time.
+// The helpers called in the element loops are always inlined: a loop vectorizes only around inline
+// code, and GCC left calls (fast_exp, Fire::eval) in the largest instantiations, whose backward
+// loops then ran one element at a time.
+#define TT_INLINE inline __attribute__((always_inline))
+
 template <typename T> inline void prefetch_row(const T* p, int64_t cnt, bool write) {
   if (write) {
     for (int64_t k = 0; k < cnt; k += LINE) __builtin_prefetch(p + k, 1);
@@ -102,7 +114,7 @@ inline void stream_fence() {
 #endif
 }
 
-inline float fast_exp(float x) {
+TT_INLINE float fast_exp(float x) {
   // Cephes expf: range reduction by ln 2, degree-5 polynomial, 2^n by exponent bits.
   // Written without branches so that the block loops vectorize.
   x = std::min(std::max(x, -87.0f), 88.0f);
@@ -121,13 +133,13 @@ inline float fast_exp(float x) {
   std::memcpy(&scale, &bits, sizeof(scale));
   return y * scale;
 }
-inline double fast_exp(double x) { return std::exp(x); }
+TT_INLINE double fast_exp(double x) { return std::exp(x); }
 
-template <typename T> inline T sig4(T z) { return T(1) / (T(1) + fast_exp(T(-4) * z)); }
-template <typename T> inline T posv(T v) { return v >= T(0) ? v : T(0); }
-template <typename T> inline T negv(T v) { return v <= T(0) ? v : T(0); }
-template <typename T> inline T ipos(T v) { return v >= T(0) ? T(1) : T(0); }
-template <typename T> inline T ineg(T v) { return v <= T(0) ? T(1) : T(0); }
+template <typename T> TT_INLINE T sig4(T z) { return T(1) / (T(1) + fast_exp(T(-4) * z)); }
+template <typename T> TT_INLINE T posv(T v) { return v >= T(0) ? v : T(0); }
+template <typename T> TT_INLINE T negv(T v) { return v <= T(0) ? v : T(0); }
+template <typename T> TT_INLINE T ipos(T v) { return v >= T(0) ? T(1) : T(0); }
+template <typename T> TT_INLINE T ineg(T v) { return v <= T(0) ? T(1) : T(0); }
 
 // The non-identity quantizers are chosen at run time by 0/1 weights computed once per call: every
 // variant is computed and blended, which is exact (weights are exactly 0 or 1, the values finite)
@@ -137,7 +149,7 @@ template <typename T> struct Quantizer {
   T w_id, w_round, w_sround, w_prob, step;
   Quantizer(int q, T step_size)
       : w_id(q == Q_ID), w_round(q == Q_ROUND), w_sround(q == Q_SROUND), w_prob(q == Q_PROB), step(step_size) {}
-  inline T operator()(T sg, T u) const {
+  TT_INLINE T operator()(T sg, T u) const {
     const T sc = sg / step;
     const T rounded = std::nearbyint(sc) * step;
     const T lo = std::floor(sc);
@@ -147,15 +159,15 @@ template <typename T> struct Quantizer {
     return w_id * sg + w_round * (sg + (rounded - sg)) + w_sround * (sg + (srounded - sg)) + w_prob * prob;
   }
   // d quant / d input: straight-through 1, probabilistic 2x
-  inline T grad(T sg) const { return w_prob * (T(2) * sg) + (T(1) - w_prob); }
+  TT_INLINE T grad(T sg) const { return w_prob * (T(2) * sg) + (T(1) - w_prob); }
 };
 
 // The identity quantizer (the default), known at compile time: the firing loops then carry no
 // quantizer arithmetic at all.
 template <typename T> struct IdentityQuant {
   IdentityQuant(int, T) {}
-  inline T operator()(T sg, T) const { return sg; }
-  inline T grad(T) const { return T(1); }
+  TT_INLINE T operator()(T sg, T) const { return sg; }
+  TT_INLINE T grad(T) const { return T(1); }
 };
 
 // round_ste with its default step 1, the usual binary-spike quantizer, known at compile time: the
@@ -164,13 +176,26 @@ template <typename T> struct IdentityQuant {
 // another step takes the blended Quantizer.
 template <typename T> struct RoundQuant {
   RoundQuant(int, T) {}
-  inline T operator()(T sg, T) const { return sg + (std::nearbyint(sg) - sg); }
-  inline T grad(T) const { return T(1); }
+  TT_INLINE T operator()(T sg, T) const { return sg + (std::nearbyint(sg) - sg); }
+  TT_INLINE T grad(T) const { return T(1); }
 };
 
 struct Shape {
   int64_t T, M, N, inner, S, draws;
-  int64_t gout_tstride = 0;  // backward: M, or 0 when the output gradient is the same at every step
+  int64_t gout_tstride = 0;  // backward: M (pooled: the pooled row), or 0 when the output gradient is the same at every step
+  int64_t block = BLK;       // elements per block: BLK, or whole pooling planes (at most BLK)
+};
+
+// A max pooling of the layer's output over [H, W] planes (win null: none). Forward writes the
+// pooled output [T, P] (P = M / plane * pooled elements per step) and the argmax arg [T, P];
+// backward takes the pooled output gradient (rows of P, or one row) and that argmax.
+struct Pooled {
+  const tracetorch_pooling::Window* win = nullptr;
+  uint8_t* arg = nullptr;
+  const uint8_t* arg_in = nullptr;
+  bool on() const { return win != nullptr; }
+  int64_t row(int64_t M) const { return M / win->plane() * win->pooled(); }  // P
+  int64_t offset(int64_t e0) const { return e0 / win->plane() * win->pooled(); }  // a block's first pooled element
 };
 
 // The blocks split into equal chunks, one task each: at most one per thread, and at least ~64k
@@ -178,8 +203,8 @@ struct Shape {
 // shape and the thread count only (backward sums parameter gradients per chunk, in chunk order).
 struct Split {
   int64_t blocks, chunks, per_chunk;
-  explicit Split(const Shape& sh) : blocks((sh.M + BLK - 1) / BLK) {
-    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (BLK * std::max<int64_t>(sh.T, 1)));
+  explicit Split(const Shape& sh) : blocks((sh.M + sh.block - 1) / sh.block) {
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (sh.block * std::max<int64_t>(sh.T, 1)));
     chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), (blocks + grain - 1) / grain));
     per_chunk = (blocks + chunks - 1) / chunks;
   }
@@ -228,8 +253,8 @@ constexpr bool state_used(int k, bool d, bool sy, bool r) {
 template <typename T, int F> struct Fire {
   T sgp = T(0), sp = T(0), sgn = T(0), sn = T(0);
   // z of the positive spike, sigmoid(4 z): how far h lies above the threshold (bias added)
-  static inline T above(T h, const T (*pv)[BLK], int64_t j) { return h - pv[P_TH][j] + pv[P_BIAS][j]; }
-  template <typename Q> inline void eval(const Q& qz, T h, const T (*pv)[BLK], int64_t j, T up, T un) {
+  static TT_INLINE T above(T h, const T (*pv)[BLK], int64_t j) { return h - pv[P_TH][j] + pv[P_BIAS][j]; }
+  template <typename Q> TT_INLINE void eval(const Q& qz, T h, const T (*pv)[BLK], int64_t j, T up, T un) {
     if constexpr (F == LIB) {
       sgp = sig4(above(h, pv, j));
       sp = qz(sgp, up);
@@ -240,16 +265,16 @@ template <typename T, int F> struct Fire {
       sn = -qz(sgn, un);
     }
   }
-  template <typename Q> inline void from_sg(const Q& qz, T up, T un) {  // spikes again from stored sg values
+  template <typename Q> TT_INLINE void from_sg(const Q& qz, T up, T un) {  // spikes again from stored sg values
     if constexpr (F >= LIB) sp = qz(sgp, up);
     if constexpr (F >= LIT) sn = -qz(sgn, un);
   }
-  inline T reset(const T (*pv)[BLK], int64_t j) const {
+  TT_INLINE T reset(const T (*pv)[BLK], int64_t j) const {
     if constexpr (F == LIB) return sp * pv[P_TH][j];
     else if constexpr (F >= LIT) return sp * pv[P_TH][j] + sn * pv[P_NTH][j];
     else return T(0);
   }
-  inline T out(T h, const T (*pv)[BLK], int64_t j) const {
+  TT_INLINE T out(T h, const T (*pv)[BLK], int64_t j) const {
     if constexpr (F == LIB) return sp;
     else if constexpr (F == LIT) return sp + sn;
     else if constexpr (F == LITS) return pv[P_PSC][j] * sp + pv[P_NSC][j] * sn;
@@ -267,7 +292,7 @@ template <typename T, typename Q, int F> struct SignFire {
   static constexpr bool ENABLED = F == LIB && std::is_same_v<Q, RoundQuant<T>>;
   static constexpr int64_t RUN = 64;
   static constexpr T MARGIN = T(1e-5);
-  static inline int near(T z) { return !(std::abs(z) > MARGIN); }
+  static TT_INLINE int near(T z) { return !(std::abs(z) > MARGIN); }
 };
 
 // The fused passes of one layer kind (flags D, SY, R, family F) with the quantizer Q.
@@ -282,7 +307,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   static constexpr bool uses_state(int k) { return state_used(k, D, SY, R); }
 
   // One term of a parameter's per-element gradient; nothing (no load, no store) when PG is false.
-  template <bool PG> static inline void add_param(T& slot, T term) {
+  template <bool PG> static TT_INLINE void add_param(T& slot, T term) {
     if constexpr (PG) slot += term;
   }
 
@@ -326,7 +351,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   }
 
   // The traces of element j in one step's saved rows sv ([S, M]); those the layer lacks stay as they are.
-  static inline void saved_traces(const T* sv, int64_t M, int64_t j, T& syn, T& nsyn, T& rec, T& nrec) {
+  static TT_INLINE void saved_traces(const T* sv, int64_t M, int64_t j, T& syn, T& nsyn, T& rec, T& nrec) {
     if constexpr (SY) {
       syn = sv[KS * M + j];
       if constexpr (D) nsyn = sv[(KS + 1) * M + j];
@@ -339,7 +364,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
 
   // The membrane drive of one step from the input u and the recurrent trace r (rec, or
   // rec + nrec when dual): dp for the positive (or only) membrane, dn for the negative one.
-  static inline void drive(const T (*pv)[BLK], int64_t j, T u, T r, T& dp, T& dn) {
+  static TT_INLINE void drive(const T (*pv)[BLK], int64_t j, T u, T r, T& dp, T& dn) {
     if constexpr (R && !D) {
       dp = pv[P_W][j] * r + u;
     } else if constexpr (R && D) {
@@ -354,7 +379,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   }
 
   static void forward(const Shape& sh, int q, const T* x, const T* prm, const T* init, const T* uni, T step, T* out, T* fin,
-                      T* sav) {
+                      T* sav, const Pooled& pool) {
     const Q qz_call(q, step);
     const Split split(sh);
     at::parallel_for(0, split.chunks, 1, [&](int64_t c0, int64_t c1) {
@@ -368,14 +393,18 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
       T(*scratch)[BLK] = scratch_rows.get();  // the saved rows when not written in place; row S + 2: the output's
       const bool stream = streamed<T>(sh.T * sh.M);
       const bool in_place = sav && !stream;  // the saved rows written straight into sav
+      const bool out_local = stream || pool.on();  // the output row computed in scratch, then streamed or pooled
+      const int64_t pooled_row = pool.on() ? pool.row(sh.M) : 0;
+      std::vector<float> best(pool.on() ? pool.win->OW : 0);
+      std::vector<int32_t> where(best.size());
       for (int64_t blk = b0; blk < b1; ++blk) {
-        const int64_t e0 = blk * BLK;
-        const int64_t cnt = std::min(BLK, sh.M - e0);
+        const int64_t e0 = blk * sh.block;
+        const int64_t cnt = std::min(sh.block, sh.M - e0);
         load_block(sh, e0, cnt, prm, init, pv, st);
         const int64_t svs = in_place ? sh.M : BLK;  // stride between saved slots
         for (int64_t t = 0; t < sh.T; ++t) {
           const T* __restrict xt = x + t * sh.M + e0;
-          T* __restrict ot = stream ? scratch[S + 2] : out + t * sh.M + e0;
+          T* __restrict ot = out_local ? scratch[S + 2] : out + t * sh.M + e0;
           T* svt = in_place ? sav + t * S * sh.M + e0 : &scratch[0][0];
           // one restrict pointer per saved slot: a runtime stride between slots defeats the vectorizer
           T* __restrict sv_syn = svt + KS * svs;
@@ -388,7 +417,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
           const T* __restrict u1 = (uni && sh.draws > 1) ? u0 + sh.M : zeros;
           if (t + 1 < sh.T) {
             prefetch_row(xt + sh.M, cnt, false);
-            if (!stream) prefetch_row(ot + sh.M, cnt, true);
+            if (!out_local) prefetch_row(ot + sh.M, cnt, true);
             if (in_place)
               for (int k = 0; k < S; ++k) prefetch_row(svt + (S + k) * sh.M, cnt, true);
             if (uni)
@@ -474,11 +503,17 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   #pragma GCC ivdep  // elements are independent; only the alias analysis needs telling
             for (int64_t j = 0; j < cnt; ++j) fire(j, integrate(j), std::false_type{});
           }
-          if (stream) {
+          if (pool.on()) {
+            const tracetorch_pooling::Window& w = *pool.win;
+            const int64_t o0 = t * pooled_row + pool.offset(e0);
+            for (int64_t p = 0; p * w.plane() < cnt; ++p)
+              tracetorch_pooling::pool_plane(w, ot + p * w.plane(), out + o0 + p * w.pooled(),
+                                             pool.arg + o0 + p * w.pooled(), best.data(), where.data());
+          } else if (stream) {
             stream_row(out + t * sh.M + e0, ot, cnt);
-            if (sav)
-              for (int k = 0; k < S; ++k) stream_row(sav + (t * S + k) * sh.M + e0, scratch[k], cnt);
           }
+          if (stream && sav)
+            for (int k = 0; k < S; ++k) stream_row(sav + (t * S + k) * sh.M + e0, scratch[k], cnt);
         }
         store_states(sh, e0, cnt, st, fin);
       }
@@ -490,7 +525,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   // gradients are wanted; without them gprm is zeros and the per-element terms are never formed.
   template <bool PG>
   static void backward(const Shape& sh, int q, const T* gout, const T* gfin, const T* x, const T* prm, const T* init, const T* uni,
-                       T step, const T* sav, T* gx, T* gprm, T* ginit) {
+                       T step, const T* sav, T* gx, T* gprm, T* ginit, const Pooled& pool) {
     const Q qz_call(q, step);
     // Each chunk sums its parameter gradients into its own [NP, N] rows, added up in chunk order
     // afterwards: the result does not depend on thread timing.
@@ -503,16 +538,17 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
       const int64_t b0 = split.first(chunk), b1 = split.last(chunk);
       T* chunk_acc = acc.data() + chunk * NP * sh.N;
       const Q qz = qz_call;  // a local copy: stores to float outputs cannot alias it
-      Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1), gx_rows(1);
+      Rows<T> ga_rows(NS), gp_rows(NP), pv_rows(NP), sg_rows(2), zero_rows(1), gx_rows(1), gout_rows(1);
       T(*__restrict ga)[BLK] = ga_rows.get();
       T(*__restrict gp)[BLK] = gp_rows.get();
       T(*__restrict pv)[BLK] = pv_rows.get();
       T* __restrict sgp_c = sg_rows.get()[0];  // spike probabilities of the step being processed
       T* __restrict sgn_c = sg_rows.get()[1];
       const T* zeros = zero_rows.get()[0];
+      const int64_t pooled_row = pool.on() ? pool.row(sh.M) : 0;
       for (int64_t blk = b0; blk < b1; ++blk) {
-        const int64_t e0 = blk * BLK;
-        const int64_t cnt = std::min(BLK, sh.M - e0);
+        const int64_t e0 = blk * sh.block;
+        const int64_t cnt = std::min(sh.block, sh.M - e0);
         load_block(sh, e0, cnt, prm, gfin, pv, ga);
         for (int k = 0; k < NP; ++k)
           if (PG && uses_param(k)) std::fill(gp[k], gp[k] + cnt, T(0));
@@ -536,7 +572,14 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
           const T* __restrict svt = sav + t * S * sh.M + e0;
           const T* __restrict svp = FIRST ? zeros : sav + (t - 1) * S * sh.M + e0;
           const T* __restrict xt = x ? x + t * sh.M + e0 : zeros;
-          const T* __restrict got = gout + t * sh.gout_tstride + e0;
+          const T* __restrict got = pool.on() ? gout_rows.get()[0] : gout + t * sh.gout_tstride + e0;
+          if (pool.on()) {  // this step's output gradient, unpooled into an L1 row
+            const tracetorch_pooling::Window& w = *pool.win;
+            const int64_t g0 = t * sh.gout_tstride + pool.offset(e0), a0 = t * pooled_row + pool.offset(e0);
+            for (int64_t p = 0; p * w.plane() < cnt; ++p)
+              tracetorch_pooling::pool_plane_backward(w, gout + g0 + p * w.pooled(), pool.arg_in + a0 + p * w.pooled(),
+                                                      gout_rows.get()[0] + p * w.plane());
+          }
           const T* __restrict ut0 = uni ? uni + t * sh.draws * sh.M + e0 : zeros;
           const T* __restrict ut1 = (uni && sh.draws > 1) ? ut0 + sh.M : zeros;
           const T* __restrict up0 = (uni && !FIRST) ? uni + (t - 1) * sh.draws * sh.M + e0 : zeros;
@@ -546,7 +589,7 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
             if (t >= 2)
               for (int k = 0; k < S; ++k) prefetch_row(sav + ((t - 2) * S + k) * sh.M + e0, cnt, false);
             if (x) prefetch_row(xt - sh.M, cnt, false);
-            if (sh.gout_tstride) prefetch_row(got - sh.gout_tstride, cnt, false);
+            if (sh.gout_tstride && !pool.on()) prefetch_row(got - sh.gout_tstride, cnt, false);
             if (!stream) prefetch_row(gxt - sh.M, cnt, true);
             if (uni && t >= 2)
               for (int64_t k = 0; k < sh.draws; ++k) prefetch_row(up0 + (k - sh.draws) * sh.M, cnt, false);
@@ -716,16 +759,17 @@ struct Call {
   const float *gout, *gfin, *sav_in;       // backward
   float *gx, *gprm, *ginit;
   bool param_grad = true;  // backward: false when no parameter gradient is wanted (gprm comes back zeros)
+  Pooled pool;             // a max pooling after the layer (none by default)
 };
 
 template <bool FORWARD, typename Q, bool D, bool SY, bool R, int F> void launch_with(const Call& c) {
   const float step = static_cast<float>(c.step);
   if constexpr (FORWARD) {
-    Kernel<float, Q, D, SY, R, F>::forward(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav);
+    Kernel<float, Q, D, SY, R, F>::forward(c.sh, c.q, c.x, c.prm, c.init, c.uni, step, c.out, c.fin, c.sav, c.pool);
   } else {
     using K = Kernel<float, Q, D, SY, R, F>;
     const auto backward = c.param_grad ? &K::template backward<true> : &K::template backward<false>;
-    backward(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx, c.gprm, c.ginit);
+    backward(c.sh, c.q, c.gout, c.gfin, c.x, c.prm, c.init, c.uni, step, c.sav_in, c.gx, c.gprm, c.ginit, c.pool);
   }
 }
 

@@ -13,7 +13,9 @@
 * anything else (BatchNorm in training mode, Dropout in training mode, modules with
   their own state) is stepped one timestep at a time, which is always exact.
 
-``tt.Sequential.run`` calls :func:`run` for each of its modules.
+``tt.Sequential.run`` calls :func:`run_chain`: :func:`run` for each of its modules, except that a
+neuron layer followed by a plain ``nn.MaxPool2d`` runs as one call of the layer's ``run_pooled``
+(the C++ kernel then pools as it computes, see :func:`tracetorch.kernels.dispatch.explain_pooled`).
 
 Example:
     >>> import torch
@@ -24,13 +26,13 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["run", "step_through", "fold_time", "is_time_foldable"]
+__all__ = ["run", "run_chain", "step_through", "fold_time", "is_time_foldable"]
 
 _FOLDABLE = (
     nn.Linear, nn.Bilinear, nn.Identity, nn.Flatten, nn.Unflatten,
@@ -112,3 +114,25 @@ def run(module: nn.Module, x_seq: Tensor) -> Tensor:
     if x_seq.ndim >= 2 and is_time_foldable(module):
         return fold_time(module, x_seq)
     return step_through(module, x_seq)
+
+
+def run_chain(modules: Sequence[nn.Module], x_seq: Tensor) -> Tensor:
+    """Run ``modules`` in turn over a whole sequence ``[T, ...]``, as :func:`run` each.
+
+    A module with a ``run_pooled`` method (a neuron layer) followed by a plain ``nn.MaxPool2d``
+    (exactly that type, no hooks) runs the pair as ``module.run_pooled(x_seq, pool)``: the same
+    result, in one fused kernel call where the kernels cover it.
+    """
+    modules = list(modules)
+    index = 0
+    while index < len(modules):
+        module = modules[index]
+        following = modules[index + 1] if index + 1 < len(modules) else None
+        run_pooled = getattr(module, "run_pooled", None)
+        if callable(run_pooled) and type(following) is nn.MaxPool2d and not _has_hooks(following):
+            x_seq = run_pooled(x_seq, following)
+            index += 2
+        else:
+            x_seq = run(module, x_seq)
+            index += 1
+    return x_seq

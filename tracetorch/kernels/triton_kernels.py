@@ -495,7 +495,9 @@ class TritonBackend:
     """:class:`tracetorch.kernels.fused.Backend` running the Triton kernels above."""
 
     def forward(self, x: Tensor, params: Tensor, init: Tensor | None, uniforms: Tensor | None, meta: Meta,
-                save: bool) -> tuple[Tensor, Tensor, Tensor]:
+                save: bool) -> tuple[Tensor, Tensor, Tensor, None]:
+        if meta.pool:
+            raise ValueError("the Triton kernels do not pool (Meta.pool is a CPU backend feature)")
         d, s, r, fam, q = meta.codes
         steps, m = x.shape
         init = _states_or_zeros(init, x)
@@ -509,12 +511,13 @@ class TritonBackend:
         _forward_kernel[grid](x, params.contiguous(), init.contiguous(), u, out, final, saved if save else out,
                               steps, m, meta.num_neurons, meta.inner, meta.step,
                               DUAL=d, SYN=s, REC=r, FAM=fam, Q=q, DRAWS=draws, SAVE=save, BLOCK=BLOCK, **lay)
-        return out, final, saved
+        return out, final, saved, None
 
     def backward(self, grad_out: Tensor, grad_final: Tensor | None, x: Tensor | None, params: Tensor,
                  init: Tensor | None, uniforms: Tensor | None, saved: Tensor, meta: Meta,
-                 init_grad: bool, param_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
-        """Computes the parameter gradients whatever ``param_grad`` says (the caller drops them)."""
+                 init_grad: bool, param_grad: bool, pool_arg: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """Computes the parameter gradients whatever ``param_grad`` says (the caller drops them); ``pool_arg`` is
+        always ``None`` here (no pooling)."""
         d, s, r, fam, q = meta.codes
         steps, m = saved.shape[0], grad_out.shape[1]
         init, grad_final = _states_or_zeros(init, grad_out), _states_or_zeros(grad_final, grad_out)

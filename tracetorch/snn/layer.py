@@ -102,8 +102,21 @@ class NeuronLayer(Layer):
 
         Uses a fused kernel when one covers this layer (see :mod:`tracetorch.kernels.dispatch`).
         """
+        return self.run_pooled(x_seq, None)
+
+    def run_pooled(self, x_seq: Tensor, pool: nn.MaxPool2d | None) -> Tensor:
+        """``run(x_seq)`` max-pooled by ``pool`` (folded over time), as ``tt.Sequential.run`` asks for a layer followed
+        by an ``nn.MaxPool2d``: on the C++ path the kernel pools as it computes, so the unpooled spikes are never
+        stored (:func:`tracetorch.kernels.dispatch.explain_pooled`). ``pool=None``: :meth:`run`.
+
+        Example:
+            >>> import torch, tracetorch as tt
+            >>> layer, pool = tt.snn.LIB(3, dim=-3), torch.nn.MaxPool2d(2)
+            >>> layer.run_pooled(torch.rand(4, 2, 3, 8, 8), pool).shape
+            torch.Size([4, 2, 3, 4, 4])
+        """
         x_seq = self.check_sequence(x_seq)
-        out, states = run_sequence(self.neuron_run(x_seq), x_seq)
+        out, states = run_sequence(self.neuron_run(x_seq), x_seq, pool)
         for key, value in states.items():
             self.set_state(key, value)
         return out
