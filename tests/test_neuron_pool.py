@@ -222,3 +222,26 @@ def test_the_kernel_op_rejects_a_bad_pooling_geometry() -> None:
         forward([7, 10, 2, 2, 2, 2])
     out, _, _, arg = forward([6, 10, 2, 2, 2, 2])
     assert out.shape == (2, 15) and arg.shape == (2, 15) and arg.dtype == torch.uint8
+    # dispatch.PLANE_LIMIT is the kernel's block: one more element is refused
+    side = dispatch.PLANE_LIMIT + 1
+    big = torch.rand(1, side)
+    with pytest.raises(RuntimeError, match=f"not whole pooling planes of 1 x {side} \\(at most {dispatch.PLANE_LIMIT} "):
+        ops.neuron_forward(big, params, empty, empty, False, False, False, 2, 0, 1.0, 1, side, False, [1, side, 1, 2, 1, 2])
+    ops.neuron_forward(big[:, :-1], params, empty, empty, False, False, False, 2, 0, 1.0, 1, side - 1, False,
+                       [1, side - 1, 1, 2, 1, 2])
+
+
+class _OwnRun(tt.snn.LIB):
+    """A subclass with its own ``run``: the chain must not go around it."""
+
+    def run(self, x_seq: torch.Tensor) -> torch.Tensor:
+        return super().run(2.0 * x_seq)
+
+
+@compiled
+def test_a_subclass_with_its_own_run_keeps_it_in_a_chain() -> None:
+    x, pool = torch.rand(3, 2, 4, 8, 8), nn.MaxPool2d(2)
+    layer = _OwnRun(4, dim=-3)
+    out = run_chain([layer, pool], x)
+    layer.zero_states()
+    torch.testing.assert_close(out, fold_time(pool, tt.snn.LIB(4, dim=-3).run(2.0 * x)), rtol=0, atol=0)

@@ -72,13 +72,13 @@ template <typename T> class Rows {
   T* p_;
 };
 
-// The time loop jumps M elements between steps, which defeats the hardware prefetcher at every
-// step: fetch the next step's rows of a block ahead of time.
 // The helpers called in the element loops are always inlined: a loop vectorizes only around inline
 // code, and GCC left calls (fast_exp, Fire::eval) in the largest instantiations, whose backward
 // loops then ran one element at a time.
 #define TT_INLINE inline __attribute__((always_inline))
 
+// The time loop jumps M elements between steps, which defeats the hardware prefetcher at every
+// step: fetch the next step's rows of a block ahead of time.
 template <typename T> inline void prefetch_row(const T* p, int64_t cnt, bool write) {
   if (write) {
     for (int64_t k = 0; k < cnt; k += LINE) __builtin_prefetch(p + k, 1);
@@ -182,7 +182,7 @@ template <typename T> struct RoundQuant {
 
 struct Shape {
   int64_t T, M, N, inner, S, draws;
-  int64_t gout_tstride = 0;  // backward: M (pooled: the pooled row), or 0 when the output gradient is the same at every step
+  int64_t gout_tstride = 0;  // backward: M (pooled: P), or 0 when the output gradient is the same at every step
   int64_t block = BLK;       // elements per block: BLK, or whole pooling planes (at most BLK)
 };
 
