@@ -12,38 +12,14 @@ import copy
 
 import pytest
 import torch
-from kernel_support import kernels_called
+from kernel_support import kernels_called, layer_cases, make_layer
 from torch import nn
 
 import tracetorch as tt
-from tracetorch.functional import probabilistic_ste, round_ste, stochastic_round_ste
 from tracetorch.kernels import cpu, dispatch
 from tracetorch.kernels.sequence import fold_time, run_chain
-from tracetorch.snn.grammar import layer_names, param_specs, parse
 
 compiled = pytest.mark.skipif(not cpu.available(), reason="needs the compiled kernel")
-
-QUANTS = {
-    "identity": None,
-    "round_unit": round_ste,
-    "round": lambda: round_ste(0.5),
-    "stochastic_round": stochastic_round_ste,
-    "probabilistic": probabilistic_ste,
-}
-
-
-def make_layer(name: str, quant: str, channels: int, seed: int = 0) -> nn.Module:
-    """Per-channel parameters (``dim=-3``) moved off their defaults, recurrent weights non-zero."""
-    torch.manual_seed(seed)
-    kwargs: dict = {"dim": -3, **{f"{spec.name}_rank": 1 for spec in param_specs(parse(name))}}
-    if QUANTS[quant] is not None:
-        kwargs["quant_fn"] = QUANTS[quant]()
-    layer = tt.snn.get_layer_class(name)(channels, **kwargs)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.4 * torch.randn_like(p))
-    return layer
-
 
 def fused_and_plain(layer: nn.Module, pool: nn.MaxPool2d, x: torch.Tensor, seed: int = 3):
     """(out, states, grads) of ``run_pooled`` and of ``run`` + pooling, from the same states and random draws."""
@@ -71,17 +47,11 @@ def assert_same(fused, plain) -> None:
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, equal_nan=True)
 
 
-def cases():
-    for name in layer_names():
-        for quant in QUANTS if parse(name).fires else ["identity"]:
-            yield name, quant
-
-
 @compiled
-@pytest.mark.parametrize(("name", "quant"), list(cases()))
+@pytest.mark.parametrize(("name", "quant"), list(layer_cases()))
 def test_every_layer_pooled_in_the_kernel_equals_run_then_pool(name: str, quant: str) -> None:
     # 8 x 5 planes of 12 x 12: blocks of 7 planes, so several blocks and both threads' chunks
-    layer = make_layer(name, quant, 5)
+    layer = make_layer(name, -3, 1, quant, num_neurons=5)
     pool = nn.MaxPool2d(2)
     x = 1.5 * torch.randn(6, 8, 5, 12, 12) + 0.3
     assert dispatch.explain_pooled(layer, x, pool)[0]
@@ -106,7 +76,7 @@ def test_every_layer_pooled_in_the_kernel_equals_run_then_pool(name: str, quant:
 @pytest.mark.parametrize(("name", "quant"), [("LIB", "round_unit"), ("LI", "identity"), ("DSRLITS", "probabilistic")])
 def test_pooling_geometries_equal_torch_including_nan_and_inf(pool: nn.MaxPool2d, size: tuple[int, int], name: str,
                                                                quant: str) -> None:
-    layer = make_layer(name, quant, 3, seed=1)
+    layer = make_layer(name, -3, 1, quant, seed=1, num_neurons=3)
     x = 2.0 * torch.randn(4, 2, 3, *size)
     x[1, 0, 1, 0, :3] = float("nan")  # graded outputs carry them into the windows
     x[2, 1, 2, 1, 1] = float("inf")
@@ -125,7 +95,7 @@ def test_a_loss_on_the_time_mean_and_a_loss_on_the_states_alone() -> None:
     for loss_of in (lambda out, mem: out.mean(0).sum(), lambda out, mem: (mem**2).sum()):
         grads = []
         for fused in (True, False):
-            twin = make_layer("SLIB", "round_unit", 4, seed=2)
+            twin = make_layer("SLIB", -3, 1, "round_unit", seed=2)
             x_in = x.clone().requires_grad_(True)
             out = twin.run_pooled(x_in, pool) if fused else fold_time(pool, twin.run(x_in))
             grads.append(torch.autograd.grad(loss_of(out, twin.mem), [x_in, *twin.parameters()]))
@@ -136,7 +106,7 @@ def test_a_loss_on_the_time_mean_and_a_loss_on_the_states_alone() -> None:
 
 @compiled
 def test_the_fused_run_calls_no_pooling_kernel_and_stores_no_unpooled_output() -> None:
-    layer, pool = make_layer("LIB", "round_unit", 4), nn.MaxPool2d(2)
+    layer, pool = make_layer("LIB", -3, 1, "round_unit"), nn.MaxPool2d(2)
     x = torch.randn(5, 2, 4, 16, 16).requires_grad_(True)
     called = kernels_called(lambda: layer.run_pooled(x, pool).sum().backward())
     assert "max_pool2d_planes" not in called and "max_pool2d_planes_backward" not in called

@@ -11,37 +11,15 @@ import sys
 
 import pytest
 import torch
+from kernel_support import layer_cases, make_layer
 
 import tracetorch as tt
-from tracetorch.functional import probabilistic_ste, round_ste, stochastic_round_ste
+from tracetorch.functional import round_ste, stochastic_round_ste
 from tracetorch.kernels import cpu, dispatch
 from tracetorch.kernels.reference import draw_uniforms, replay_quant
 from tracetorch.snn.grammar import layer_names, parse
 
-QUANTS = {
-    "identity": None,
-    "round": lambda: round_ste(0.5),  # the kernels' blended quantizer
-    "round_unit": lambda: round_ste(),  # step 1: the kernels' own instantiation
-    "stochastic_round": lambda: stochastic_round_ste(),
-    "probabilistic": lambda: probabilistic_ste(),
-}
 SHAPES = {-1: (3, 4), -3: (2, 4, 2, 3)}
-
-
-def make_layer(name: str, dim: int, rank: int, quant: str | None, seed: int = 0) -> torch.nn.Module:
-    """A layer with non-default, per-neuron (or shared) parameters and non-zero recurrent weights."""
-    torch.manual_seed(seed)
-    flags = parse(name)
-    kwargs: dict = {"dim": dim}
-    for spec in tt.snn.grammar.param_specs(flags):
-        kwargs[f"{spec.name}_rank"] = rank
-    if quant is not None and QUANTS[quant] is not None:
-        kwargs["quant_fn"] = QUANTS[quant]()
-    layer = tt.snn.get_layer_class(name)(4, **kwargs)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.4 * torch.randn_like(p))
-    return layer
 
 
 def step_mode(layer, x_seq, uniforms=None):
@@ -74,16 +52,9 @@ def compare(a, b, x_a, x_b, out_a, out_b, atol=1e-5):
         torch.testing.assert_close(u, v, atol=10 * atol, rtol=1e-3, msg=name)
 
 
-def cases():
-    for name in layer_names():
-        fires = parse(name).fires
-        for quant in QUANTS if fires else ["identity"]:
-            yield name, quant
-
-
 @pytest.mark.parametrize("rank", [1, 0])
 @pytest.mark.parametrize("dim", [-1, -3])
-@pytest.mark.parametrize(("name", "quant"), list(cases()))
+@pytest.mark.parametrize(("name", "quant"), list(layer_cases()))
 def test_sequence_equals_steps(name: str, quant: str, dim: int, rank: int) -> None:
     seq_layer = make_layer(name, dim, rank, quant)
     step_layer = copy.deepcopy(seq_layer)
