@@ -337,13 +337,35 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
       if (uses_state(k)) std::copy(st[k], st[k] + cnt, dst + k * sh.M + e0);
   }
 
-  // Add a block's per-element parameter gradients gp into acc [NP, N] by neuron.
+  // Add a block's per-element parameter gradients gp into acc [NP, N] by neuron, element by element
+  // in increasing order (the same sums whatever the layout), one run of elements at a time: with
+  // inner == 1 a run is consecutive neurons (an element-wise add that vectorizes), otherwise the
+  // `inner` elements of one neuron (summed in a register instead of through memory).
   static void reduce_params(const Shape& sh, int64_t e0, int64_t cnt, const T (*gp)[BLK], T* acc) {
     int64_t n = (e0 / sh.inner) % sh.N, r = e0 % sh.inner;
-    for (int64_t j = 0; j < cnt; ++j) {
+    for (int64_t j = 0; j < cnt;) {
+      if (sh.inner == 1) {
+        const int64_t run = std::min(cnt - j, sh.N - n);
+        for (int k = 0; k < NP; ++k)
+          if (uses_param(k)) {
+            T* __restrict a = acc + k * sh.N + n;
+            const T* __restrict g = gp[k] + j;
+            for (int64_t i = 0; i < run; ++i) a[i] += g[i];
+          }
+        j += run;
+        n = (n + run) % sh.N;
+        continue;
+      }
+      const int64_t run = std::min(cnt - j, sh.inner - r);
       for (int k = 0; k < NP; ++k)
-        if (uses_param(k)) acc[k * sh.N + n] += gp[k][j];
-      if (++r == sh.inner) {
+        if (uses_param(k)) {
+          T sum = acc[k * sh.N + n];
+          for (int64_t i = 0; i < run; ++i) sum += gp[k][j + i];
+          acc[k * sh.N + n] = sum;
+        }
+      j += run;
+      r += run;
+      if (r == sh.inner) {
         r = 0;
         if (++n == sh.N) n = 0;
       }
