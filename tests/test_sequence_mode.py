@@ -175,16 +175,20 @@ def run_both(layer, x, path):
     return ref, x_a, x_b, out, out_ref
 
 
+@pytest.mark.parametrize(("dim", "shape"), [(-3, (9, 5, 37, 5, 3)), (-1, (9, 75, 37))])
 @pytest.mark.parametrize("quant", ["identity", "round_unit", "stochastic_round"])
 @pytest.mark.parametrize("name", layer_names())
-def test_compiled_kernel_matches_reference_over_several_blocks(name: str, quant: str) -> None:
-    # 5*37*5*3 = 2775 elements per step: several blocks of 1024 and a partial one, neurons in the middle;
-    # the identity quantizer and round_ste with step 1 run the kernel's own instantiations, the others the blended one
+def test_compiled_kernel_matches_reference_over_several_blocks(name: str, quant: str, dim: int,
+                                                               shape: tuple[int, ...]) -> None:
+    # 2775 elements per step: several blocks of 1024 and a partial one. dim=-3: 15 elements a neuron, blocks
+    # start inside a neuron's run; dim=-1: consecutive neurons, the 37 wrap around inside every block (the two
+    # ways the kernel adds a block's parameter gradients). The identity quantizer and round_ste with step 1 run
+    # the kernel's own instantiations, the others the blended one.
     fires = tt.snn.grammar.parse(name).fires
     if quant != "identity" and not fires:
         pytest.skip("only firing layers quantize")
-    layer = perturbed_layer(name, quant, 37, dim=-3)
-    x = 2.0 * torch.randn(9, 5, 37, 5, 3)
+    layer = perturbed_layer(name, quant, 37, dim=dim)
+    x = 2.0 * torch.randn(*shape)
     ref, x_a, x_b, out, out_ref = run_both(layer, x, "cpu")
     compare(layer, ref, x_a, x_b, out, out_ref)
 
