@@ -342,9 +342,8 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
   // inner == 1 a run is consecutive neurons (an element-wise add that vectorizes), otherwise the
   // `inner` elements of one neuron (summed in a register instead of through memory).
   static void reduce_params(const Shape& sh, int64_t e0, int64_t cnt, const T (*gp)[BLK], T* acc) {
-    int64_t n = (e0 / sh.inner) % sh.N, r = e0 % sh.inner;
-    for (int64_t j = 0; j < cnt;) {
-      if (sh.inner == 1) {
+    if (sh.inner == 1) {
+      for (int64_t j = 0, n = e0 % sh.N; j < cnt; n = 0) {  // after the first run, the next starts at neuron 0
         const int64_t run = std::min(cnt - j, sh.N - n);
         for (int k = 0; k < NP; ++k)
           if (uses_param(k)) {
@@ -353,9 +352,11 @@ template <typename T, typename Q, bool D, bool SY, bool R, int F> struct Kernel 
             for (int64_t i = 0; i < run; ++i) a[i] += g[i];
           }
         j += run;
-        n = (n + run) % sh.N;
-        continue;
       }
+      return;
+    }
+    int64_t n = (e0 / sh.inner) % sh.N, r = e0 % sh.inner;
+    for (int64_t j = 0; j < cnt;) {
       const int64_t run = std::min(cnt - j, sh.inner - r);
       for (int k = 0; k < NP; ++k)
         if (uses_param(k)) {
