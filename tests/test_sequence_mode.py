@@ -14,7 +14,7 @@ import torch
 from kernel_support import layer_cases, make_layer
 
 import tracetorch as tt
-from tracetorch.functional import round_ste, stochastic_round_ste
+from tracetorch.functional import round_ste
 from tracetorch.kernels import cpu, dispatch
 from tracetorch.kernels.reference import draw_uniforms, replay_quant
 from tracetorch.snn.grammar import layer_names, parse
@@ -149,18 +149,6 @@ def test_integer_spike_sequences_are_accepted() -> None:
 cuda = pytest.mark.skipif(not dispatch.triton_available(), reason="needs CUDA and Triton")
 
 
-def perturbed_layer(name: str, quant: str, num_neurons: int, dim: int = -1) -> torch.nn.Module:
-    """Layer ``name`` after ``torch.manual_seed(0)``, its parameters moved off their defaults; ``quant``: "identity",
-    "round_unit" (round_ste(), the kernels' own instantiation) or "stochastic_round" (step 0.5, the blended one)."""
-    torch.manual_seed(0)
-    kwargs = {"quant_fn": round_ste() if quant == "round_unit" else stochastic_round_ste(0.5)} if quant != "identity" else {}
-    layer = tt.snn.get_layer_class(name)(num_neurons, dim=dim, **kwargs)
-    with torch.no_grad():
-        for p in layer.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    return layer
-
-
 def run_both(layer, x, path):
     ref = copy.deepcopy(layer)
     x_a = x.clone().requires_grad_(True)
@@ -187,7 +175,7 @@ def test_compiled_kernel_matches_reference_over_several_blocks(name: str, quant:
     fires = tt.snn.grammar.parse(name).fires
     if quant != "identity" and not fires:
         pytest.skip("only firing layers quantize")
-    layer = perturbed_layer(name, quant, 37, dim=dim)
+    layer = make_layer(name, dim, 1, quant, num_neurons=37)
     x = 2.0 * torch.randn(*shape)
     ref, x_a, x_b, out, out_ref = run_both(layer, x, "cpu")
     compare(layer, ref, x_a, x_b, out, out_ref)
@@ -199,7 +187,7 @@ def test_outputs_past_the_streaming_size_match_the_reference(name: str, quant: s
     # grad x go out through non-temporal stores; 524,291 is odd, so rows start off the 32-byte grid
     if not cpu.available():
         pytest.skip("needs the compiled kernel")
-    layer = perturbed_layer(name, quant, 524_291)
+    layer = make_layer(name, -1, 1, quant, num_neurons=524_291)
     x = 2.0 * torch.randn(8, 1, 524_291)
     assert x.numel() * 4 >= 16 << 20
     ref, x_a, x_b, out, out_ref = run_both(layer, x, "cpu")
@@ -235,7 +223,7 @@ def test_frozen_parameters_skip_their_gradients_and_keep_the_input_gradient(
         pytest.skip("needs the compiled kernel")
     if quant != "identity" and not parse(name).fires:
         pytest.skip("only firing layers quantize")
-    learning = perturbed_layer(name, quant, 37, dim=-3)
+    learning = make_layer(name, -3, 1, quant, num_neurons=37)
     frozen = copy.deepcopy(learning).requires_grad_(False)
     flags = []
     backward = cpu.CpuBackend.backward
