@@ -45,37 +45,51 @@ NONE_STATE = torch.empty(0)
 Snapshot = list[tuple[Layer, str, "Tensor | None"]]
 
 
-def iter_layers(root: Any) -> Iterator[tuple[str, Layer]]:
-    """Yield ``(dotted_path, layer)`` for every :class:`Layer` reachable from ``root``."""
-    seen: set[int] = set()
+def _is_leaf(obj: Any) -> bool:
+    """Values that never hold a layer: tensors, scalars, strings, types, plain callables."""
+    return isinstance(obj, _LEAVES) or callable(obj) and not isinstance(obj, nn.Module)
 
-    def walk(obj: Any, path: str) -> Iterator[tuple[str, Layer]]:
-        if isinstance(obj, _LEAVES) or callable(obj) and not isinstance(obj, nn.Module) or id(obj) in seen:
-            return
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    """The named values a walk looks into below ``obj``."""
+    if isinstance(obj, nn.Module):
+        children: list[tuple[str, Any]] = list(obj._modules.items())
+        return children + [(k, v) for k, v in vars(obj).items() if not k.startswith("_") and k != "training"]
+    if isinstance(obj, dict):
+        return [(str(k), v) for k, v in obj.items()]
+    if isinstance(obj, (list, tuple)):
+        return [(str(i), v) for i, v in enumerate(obj)]
+    if hasattr(obj, "__dict__") and not isinstance(obj, (torch.optim.Optimizer, torch.device, torch.dtype)):
+        return [(k, v) for k, v in vars(obj).items() if not k.startswith("_")]
+    return []
+
+
+def iter_layers(root: Any) -> Iterator[tuple[str, Layer]]:
+    """Yield ``(dotted_path, layer)`` for every :class:`Layer` reachable from ``root``, depth first.
+
+    The layers are collected before the first is yielded, so the caller may change states (or the model) while
+    iterating.
+    """
+    seen: set[int] = set()
+    found: list[tuple[str, Layer]] = []
+
+    def walk(obj: Any, path: str) -> None:
         seen.add(id(obj))
         if isinstance(obj, Layer) and path:
-            yield path, obj
-        if isinstance(obj, nn.Module):
-            children: list[tuple[str, Any]] = list(obj._modules.items())
-            children += [(k, v) for k, v in vars(obj).items() if not k.startswith("_") and k != "training"]
-        elif isinstance(obj, dict):
-            children = [(str(k), v) for k, v in obj.items()]
-        elif isinstance(obj, (list, tuple)):
-            children = [(str(i), v) for i, v in enumerate(obj)]
-        elif hasattr(obj, "__dict__") and not isinstance(obj, (torch.optim.Optimizer, torch.device, torch.dtype)):
-            children = [(k, v) for k, v in vars(obj).items() if not k.startswith("_")]
-        else:
-            return
-        for key, child in children:
-            yield from walk(child, f"{path}.{key}" if path else key)
+            found.append((path, obj))
+        for key, child in _children(obj):
+            if not _is_leaf(child) and id(child) not in seen:  # checked here: no call for the many leaves
+                walk(child, f"{path}.{key}" if path else key)
 
     if isinstance(root, Layer):
-        yield "", root
+        found.append(("", root))
         seen.add(id(root))
         for key, child in root._modules.items():
-            yield from walk(child, key)
-        return
-    yield from walk(root, "")
+            if not _is_leaf(child) and id(child) not in seen:
+                walk(child, key)
+    elif not _is_leaf(root):
+        walk(root, "")
+    yield from found
 
 
 def _key(path: str, name: str) -> str:

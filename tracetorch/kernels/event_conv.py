@@ -187,7 +187,7 @@ def conv2d(module: nn.Conv2d, x: Tensor) -> Tensor:
     x = x.contiguous()
     indptr, indices = cpu.load().binary_rows(x.detach().view(x.shape[0], -1), MAX_DENSITY)
     geometry = (tuple(module.stride), tuple(module.padding), tuple(module.dilation))
-    ones = int(indptr[-1]) if indptr.numel() else None
+    ones = indices.numel() if indptr.numel() else None  # one index per one
     plan = conv_plan(tuple(module.weight.shape), tuple(x.shape), geometry, ones)
     if ones is None and plan != ConvPlan("direct", "direct"):
         return module(x)

@@ -161,7 +161,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     indptr, indices = cpu.load().binary_rows(rows.detach(), MAX_DENSITY)
     if indptr.numel() == 0:
         return F.linear(x, weight, bias)
-    plan = linear_plan(rows.shape[0], rows.shape[1], weight.shape[0], int(indptr[-1]))
+    plan = linear_plan(rows.shape[0], rows.shape[1], weight.shape[0], indices.numel())  # one index per one
     if plan == LinearPlan("dense", "dense"):
         return F.linear(x, weight, bias)
     out = _EventLinear.apply(rows, weight, bias, indptr, indices, plan)
