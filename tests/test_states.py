@@ -56,6 +56,20 @@ def test_model_finds_layers_everywhere():
     assert all(v.numel() == 0 for v in model.save_states().values())  # never called: all None
 
 
+def test_iter_layers_order_sharing_and_changes_while_iterating():
+    from tracetorch.core.states import iter_layers
+
+    model, _ = _model_and_inputs()
+    model.again = SimpleNamespace(lif=model.blocks[0])  # reachable twice: named once, by the path found first
+    paths = []
+    for path, _layer in iter_layers(model):
+        paths.append(path)
+        model.late = tt.snn.LIB(5)  # added while iterating: the walk was done before the first yield
+    assert paths == ["seq.1", "blocks.0", "blocks.1", "heads.left", "heads.right", "box.lif"]
+    assert "late" in dict(iter_layers(model))
+    assert list(iter_layers(torch.zeros(3))) == [] and list(iter_layers(len)) == []
+
+
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors", ".pth"])
 def test_file_round_trip_continues_identically(tmp_path, suffix):
     model, xs = _model_and_inputs()
