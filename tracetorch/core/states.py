@@ -73,22 +73,23 @@ def iter_layers(root: Any) -> Iterator[tuple[str, Layer]]:
     seen: set[int] = set()
     found: list[tuple[str, Layer]] = []
 
+    def walk_children(children: list[tuple[str, Any]], path: str) -> None:
+        for key, child in children:
+            if not _is_leaf(child) and id(child) not in seen:  # checked here: no call for the many leaves
+                walk(child, f"{path}.{key}" if path else key)
+
     def walk(obj: Any, path: str) -> None:
         seen.add(id(obj))
         if isinstance(obj, Layer) and path:
             found.append((path, obj))
-        for key, child in _children(obj):
-            if not _is_leaf(child) and id(child) not in seen:  # checked here: no call for the many leaves
-                walk(child, f"{path}.{key}" if path else key)
+        walk_children(_children(obj), path)
 
-    if isinstance(root, Layer):
+    if isinstance(root, Layer):  # a layer's own states are named "", its submodules' by their names
         found.append(("", root))
         seen.add(id(root))
-        for key, child in root._modules.items():
-            if not _is_leaf(child) and id(child) not in seen:
-                walk(child, key)
-    elif not _is_leaf(root):
-        walk(root, "")
+        walk_children(list(root._modules.items()), "")
+    else:
+        walk_children([("", root)], "")
     yield from found
 
 
